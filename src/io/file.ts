@@ -1,0 +1,71 @@
+/**
+ * Every byte cowdisk stores goes through these two interfaces. The real implementation
+ * (`real-file.ts`) uses the operating system; the memory one (`memory-file.ts`) keeps what has
+ * been synced apart from what has only been written, so a test can "pull the plug" and see what a
+ * power loss would leave, and can inject errors.
+ *
+ * The contract mirrors a POSIX file on a disk with a volatile write cache:
+ * - `write` is visible to later reads at once, but durable only after `sync` returns;
+ * - namespace changes (create, rename, unlink) are durable only after `syncDir` of the directory;
+ * - `punchHole` deallocates a range, which then reads as zeros.
+ */
+
+export interface FileStat {
+  size: number;
+  /** Inode number (or the memory file system's stand-in for it). */
+  ino: number;
+  /** Last modification time in nanoseconds since the epoch. */
+  mtimeNs: bigint;
+  /** Bytes actually allocated on disk (st_blocks * 512); equal to size where unknown. */
+  allocated: number;
+}
+
+export interface BlockFile {
+  readonly path: string;
+  readonly readOnly: boolean;
+  /** Reads up to buf.length bytes at pos into buf; returns how many (fewer only at end of file). */
+  read(buf: Buffer, pos: number): Promise<number>;
+  /** Writes all of buf at pos, extending the file if needed. */
+  write(buf: Buffer, pos: number): Promise<void>;
+  /** Makes every earlier write and truncate durable (fdatasync). */
+  sync(): Promise<void>;
+  size(): Promise<number>;
+  truncate(size: number): Promise<void>;
+  /** Deallocates [pos, pos + length) so it reads as zeros. Returns false when the system cannot. */
+  punchHole(pos: number, length: number): Promise<boolean>;
+  stat(): Promise<FileStat>;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Open for reading only (the default is read-write). */
+  readOnly?: boolean;
+}
+
+export interface CreateOptions {
+  /** Fail with EXISTS instead of replacing an existing file. Default true. */
+  exclusive?: boolean;
+  /** Create the file read-only for everyone (sealed layers are 0444). */
+  mode?: number;
+}
+
+export interface FileSystem {
+  open(path: string, options?: OpenOptions): Promise<BlockFile>;
+  /** Creates an empty file opened read-write. */
+  create(path: string, options?: CreateOptions): Promise<BlockFile>;
+  stat(path: string): Promise<FileStat>;
+  exists(path: string): Promise<boolean>;
+  /** Atomically replaces `to` with `from` (durable after syncDir). */
+  rename(from: string, to: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** Makes earlier create / rename / unlink in directory `dir` durable. */
+  syncDir(dir: string): Promise<void>;
+  /** Changes permission bits (sealed layers are made read-only). */
+  chmod(path: string, mode: number): Promise<void>;
+}
+
+/** Reads exactly buf.length bytes at pos, or fails: for structures that must be entirely present. */
+export async function readExact(file: BlockFile, buf: Buffer, pos: number): Promise<boolean> {
+  const n = await file.read(buf, pos);
+  return n === buf.length;
+}

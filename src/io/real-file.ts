@@ -1,0 +1,197 @@
+/**
+ * The operating system's files behind the `BlockFile` interface.
+ *
+ * Reads and writes are issued as synchronous pread/pwrite from the event loop: for the small,
+ * page-cache-hot requests a disk server sees, a synchronous syscall (a few microseconds) is cheaper
+ * than a round trip through libuv's thread pool (measured in docs/PERFORMANCE.md). Anything that
+ * may block for long (fdatasync, fsync of a directory) goes to the thread pool so the event loop
+ * keeps serving other connections. `io: 'async'` sends reads and writes to the pool too.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { ioError } from '../errors.js';
+import { native } from '../native.js';
+import type { BlockFile, CreateOptions, FileStat, FileSystem, OpenOptions } from './file.js';
+
+const fdatasync = promisify(fs.fdatasync);
+const fsyncFd = promisify(fs.fsync);
+const fstat = promisify(fs.fstat);
+const readAsync = promisify(fs.read);
+const writeAsync = promisify(fs.write);
+
+export type IoMode = 'sync' | 'async';
+
+function toStat(st: fs.BigIntStats): FileStat {
+  return {
+    size: Number(st.size),
+    ino: Number(st.ino),
+    mtimeNs: st.mtimeNs,
+    allocated: Number(st.blocks) * 512,
+  };
+}
+
+export class RealFile implements BlockFile {
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    private readonly fd: number,
+    readonly readOnly: boolean,
+    private readonly io: IoMode,
+  ) {}
+
+  async read(buf: Buffer, pos: number): Promise<number> {
+    let done = 0;
+    try {
+      while (done < buf.length) {
+        const n =
+          this.io === 'sync'
+            ? fs.readSync(this.fd, buf, done, buf.length - done, pos + done)
+            : (await readAsync(this.fd, buf, done, buf.length - done, pos + done)).bytesRead;
+        if (n === 0) break;
+        done += n;
+      }
+    } catch (err) {
+      throw ioError(err, this.path, `reading ${buf.length} bytes at offset ${pos}`);
+    }
+    return done;
+  }
+
+  async write(buf: Buffer, pos: number): Promise<void> {
+    let done = 0;
+    try {
+      while (done < buf.length) {
+        done +=
+          this.io === 'sync'
+            ? fs.writeSync(this.fd, buf, done, buf.length - done, pos + done)
+            : (await writeAsync(this.fd, buf, done, buf.length - done, pos + done)).bytesWritten;
+      }
+    } catch (err) {
+      throw ioError(err, this.path, `writing ${buf.length} bytes at offset ${pos}`);
+    }
+  }
+
+  async sync(): Promise<void> {
+    try {
+      await fdatasync(this.fd);
+    } catch (err) {
+      throw ioError(err, this.path, 'syncing');
+    }
+  }
+
+  async size(): Promise<number> {
+    return (await this.stat()).size;
+  }
+
+  async truncate(size: number): Promise<void> {
+    try {
+      fs.ftruncateSync(this.fd, size);
+    } catch (err) {
+      throw ioError(err, this.path, `truncating to ${size} bytes`);
+    }
+  }
+
+  async punchHole(pos: number, length: number): Promise<boolean> {
+    const binding = native();
+    if (!binding || length <= 0) return false;
+    try {
+      return binding.punchHole(this.fd, pos, length);
+    } catch (err) {
+      throw ioError(err, this.path, `punching a hole of ${length} bytes at offset ${pos}`);
+    }
+  }
+
+  async stat(): Promise<FileStat> {
+    try {
+      return toStat((await fstat(this.fd, { bigint: true })) as fs.BigIntStats);
+    } catch (err) {
+      throw ioError(err, this.path, 'reading file status');
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      fs.closeSync(this.fd);
+    } catch (err) {
+      throw ioError(err, this.path, 'closing');
+    }
+  }
+}
+
+export class RealFileSystem implements FileSystem {
+  constructor(private readonly io: IoMode = 'sync') {}
+
+  async open(file: string, options: OpenOptions = {}): Promise<BlockFile> {
+    const readOnly = options.readOnly ?? false;
+    try {
+      const fd = fs.openSync(file, readOnly ? 'r' : 'r+');
+      return new RealFile(path.resolve(file), fd, readOnly, this.io);
+    } catch (err) {
+      throw ioError(err, file, readOnly ? 'opening for reading' : 'opening for writing');
+    }
+  }
+
+  async create(file: string, options: CreateOptions = {}): Promise<BlockFile> {
+    const flags = options.exclusive === false ? 'w+' : 'wx+';
+    try {
+      const fd = fs.openSync(file, flags, options.mode ?? 0o644);
+      return new RealFile(path.resolve(file), fd, false, this.io);
+    } catch (err) {
+      throw ioError(err, file, 'creating');
+    }
+  }
+
+  async stat(file: string): Promise<FileStat> {
+    try {
+      return toStat(fs.statSync(file, { bigint: true }));
+    } catch (err) {
+      throw ioError(err, file, 'reading file status');
+    }
+  }
+
+  async exists(file: string): Promise<boolean> {
+    return fs.existsSync(file);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    try {
+      fs.renameSync(from, to);
+    } catch (err) {
+      throw ioError(err, from, `renaming to ${to}`);
+    }
+  }
+
+  async unlink(file: string): Promise<void> {
+    try {
+      fs.unlinkSync(file);
+    } catch (err) {
+      throw ioError(err, file, 'removing');
+    }
+  }
+
+  async syncDir(dir: string): Promise<void> {
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(dir, 'r');
+      await fsyncFd(fd);
+    } catch (err) {
+      throw ioError(err, dir, 'syncing the directory');
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
+    }
+  }
+
+  async chmod(file: string, mode: number): Promise<void> {
+    try {
+      fs.chmodSync(file, mode);
+    } catch (err) {
+      throw ioError(err, file, 'changing permissions');
+    }
+  }
+}
+
+/** The file system cowdisk uses unless a test hands it another. */
+export const realFileSystem: FileSystem = new RealFileSystem();
