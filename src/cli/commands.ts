@@ -1,0 +1,9 @@
+/**
+ * The list of commands, in the order `cowdisk --help` shows them. Each module exports a
+ * `register(program)` that adds its command (with its --help text and an example).
+ */
+import type { Command } from 'commander';
+
+export type Register = (program: Command) => void;
+
+export const commands: Register[] = [];
