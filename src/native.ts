@@ -7,12 +7,94 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
+/** What `nbdConnect` hands the kernel's nbd driver (linux/nbd-netlink.h, NBD_CMD_CONNECT). */
+export interface NbdConnectOptions {
+  /** Device index (nbdN); without it the kernel picks a free device atomically. */
+  index?: number;
+  /** Connected stream sockets, one per connection; the kernel takes its own reference. */
+  sockets: number[];
+  sizeBytes: number;
+  /** Logical sector size the kernel uses: a power of two from 512 to the page size. */
+  blockSize?: number;
+  /** NBD transmission flags (NBD_FLAG_*), as a server would send them. */
+  serverFlags: number;
+  /** NBD_CFLAG_*: destroy on disconnect, disconnect on last close. */
+  clientFlags?: number;
+  /** Seconds before a request fails; absent (or 0): requests wait for the server forever. */
+  timeout?: number;
+  /** Seconds the kernel waits for a dead connection to be replaced before failing I/O. */
+  deadConnTimeout?: number;
+  /** Shown in /sys/block/nbdN/backend (Linux 5.14+; older kernels ignore it). */
+  backend?: string;
+}
+
+/** What `nbdIoctlConnect` configures with the NBD_SET_* ioctls before NBD_DO_IT. */
+export interface NbdIoctlOptions {
+  /** /dev/nbdN */
+  device: string;
+  sockets: number[];
+  sizeBytes: number;
+  blockSize?: number;
+  serverFlags: number;
+  timeout?: number;
+}
+
+export interface NbdDeviceStatus {
+  index: number;
+  /** The device has a configuration (a connection, or one that died and was not disconnected). */
+  connected: boolean;
+}
+
+/**
+ * The addon's functions. Errors are Node-style: an Error with `code` ('EBUSY', 'ENOENT', ...),
+ * a negative `errno` and the `syscall` that failed. Promises come back from calls that may wait
+ * in the kernel; they run on a thread, never on the event loop.
+ */
 export interface NativeBinding {
   /** fallocate(PUNCH_HOLE | KEEP_SIZE); false when the file system does not support it. */
   punchHole(fd: number, offset: number, length: number): boolean;
+  /** lseek(SEEK_DATA): the first data offset at or after `offset`, or -1 when only a hole follows. */
+  seekData(fd: number, offset: number): number;
+  /** lseek(SEEK_HOLE): the first hole at or after `offset` (the end of file counts), or -1 past it. */
+  seekHole(fd: number, offset: number): number;
+  /**
+   * An open-file-description lock on the whole file (F_OFD_SETLK), exclusive or shared, without
+   * waiting: false when another open file holds a conflicting lock, even in this process. Released
+   * by `unlock` or when the last descriptor of this open file closes (also when the process dies).
+   */
+  lock(fd: number, exclusive: boolean): boolean;
+  unlock(fd: number): void;
+  /** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected ends. */
+  socketpair(): [number, number];
+  /**
+   * prctl(PR_SET_IO_FLUSHER) for the calling thread: it serves a block device, so its memory
+   * allocations must not wait on writeback. false when the kernel or our privileges do not allow it.
+   */
+  setIoFlusher(): boolean;
+  /** Whether the kernel has the "nbd" generic-netlink family (the nbd module is loaded). */
+  nbdNetlinkAvailable(): Promise<boolean>;
+  /** NBD_CMD_CONNECT; resolves with the device index the kernel used. */
+  nbdConnect(options: NbdConnectOptions): Promise<number>;
+  /** NBD_CMD_DISCONNECT: the kernel sends NBD_CMD_DISC on each socket and shuts them down. */
+  nbdDisconnect(index: number): Promise<void>;
+  /** NBD_CMD_STATUS: every nbd device the driver has, or just `index`. */
+  nbdStatus(index?: number): Promise<NbdDeviceStatus[]>;
+  /**
+   * The ioctl fallback: configures the device and runs NBD_DO_IT on a thread of its own.
+   * Resolves once the device runs; `onEnd` is called when NBD_DO_IT returns (null, or its error).
+   */
+  nbdIoctlConnect(options: NbdIoctlOptions, onEnd: (err: NodeJS.ErrnoException | null) => void): Promise<void>;
+  /** NBD_DISCONNECT on the device (the serving thread then clears its sockets). */
+  nbdIoctlDisconnect(device: string): Promise<void>;
 }
 
-const BINDING_PATH = fileURLToPath(new URL('../native/build/Release/cowdisk_native.node', import.meta.url));
+/**
+ * Where node-gyp puts the addon. COWDISK_NATIVE_ADDON names another file, for a package that
+ * installs the addon elsewhere (and for the test of what happens when it is missing).
+ */
+const BINDING_PATH =
+  process.env.COWDISK_NATIVE_ADDON ||
+  fileURLToPath(new URL('../native/build/Release/cowdisk_native.node', import.meta.url));
 
 let loaded: NativeBinding | null | undefined;
 let failure: string | undefined;

@@ -1,0 +1,18 @@
+{
+  "targets": [
+    {
+      "target_name": "cowdisk_native",
+      "sources": [
+        "src/addon.cc",
+        "src/js.cc",
+        "src/files.cc",
+        "src/genl.cc",
+        "src/nbd_geometry.cc",
+        "src/nbd_netlink.cc",
+        "src/nbd_ioctl.cc"
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
+    }
+  ]
+}

@@ -1,0 +1,280 @@
+// The kernel's nbd driver through its generic-netlink family "nbd" (linux/nbd-netlink.h, since
+// Linux 4.12): the preferred interface. CONNECT hands the driver already-connected sockets plus
+// the disk's geometry in one message and returns at once with the device index; no thread has to
+// sit in an ioctl for the device's lifetime, and without an index the kernel picks a free device
+// itself, atomically, so two attaches never race for the same one.
+//
+// Every call runs on the thread pool: DISCONNECT waits in the kernel for the receive workers to
+// finish, and they may be waiting on replies from our own event loop.
+#include <linux/nbd-netlink.h>
+
+#include <cerrno>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "addon.h"
+#include "genl.h"
+#include "js.h"
+#include "nbd_geometry.h"
+
+namespace cowdisk {
+
+namespace {
+
+// Opens a socket and resolves the "nbd" family: ENOENT means the driver is not loaded.
+int OpenNbd(GenlSocket* socket, uint16_t* family) {
+  int err = socket->Open();
+  return err ? err : socket->ResolveFamily(NBD_GENL_FAMILY_NAME, family);
+}
+
+class AvailableJob : public Job {
+ public:
+  int Run() override {
+    syscall = "netlink(CTRL_CMD_GETFAMILY nbd)";
+    GenlSocket socket;
+    uint16_t family;
+    int err = OpenNbd(&socket, &family);
+    if (err == ENOENT) return 0;
+    found_ = err == 0;
+    return err;
+  }
+  napi_value Resolve(napi_env env) override {
+    napi_value result;
+    napi_get_boolean(env, found_, &result);
+    return result;
+  }
+
+ private:
+  bool found_ = false;
+};
+
+struct ConnectOptions {
+  NbdGeometry disk;
+  bool has_index = false;
+  int64_t index = 0;
+  bool has_client_flags = false;
+  int64_t client_flags = 0;
+  bool has_dead_conn_timeout = false;
+  int64_t dead_conn_timeout = 0;
+  bool has_backend = false;
+  std::string backend;
+};
+
+using Replies = std::vector<std::vector<uint8_t>>;
+
+// One request to the nbd family: a subclass adds its attributes and reads the replies.
+class NbdJob : public Job {
+ public:
+  NbdJob(uint8_t command, const char* name) : command_(command) { syscall = name; }
+
+  int Run() override {
+    GenlSocket socket;
+    uint16_t family;
+    int err = OpenNbd(&socket, &family);
+    if (err) return err;
+    GenlRequest request(family, command_, NBD_GENL_VERSION);
+    AddAttributes(&request);
+    Replies replies;
+    err = socket.Transact(request, &replies);
+    return err ? err : ReadReplies(replies);
+  }
+
+ protected:
+  virtual void AddAttributes(GenlRequest* request) = 0;
+  // 0, or an errno when the replies lack what the command promises.
+  virtual int ReadReplies(const Replies&) { return 0; }
+
+ private:
+  uint8_t command_;
+};
+
+class ConnectJob : public NbdJob {
+ public:
+  explicit ConnectJob(ConnectOptions options)
+      : NbdJob(NBD_CMD_CONNECT, "netlink(NBD_CMD_CONNECT)"), options_(std::move(options)) {}
+
+  napi_value Resolve(napi_env env) override {
+    napi_value result;
+    napi_create_uint32(env, index_, &result);
+    return result;
+  }
+
+ protected:
+  void AddAttributes(GenlRequest* request) override {
+    const NbdGeometry& disk = options_.disk;
+    if (options_.has_index) request->PutU32(NBD_ATTR_INDEX, static_cast<uint32_t>(options_.index));
+    request->PutU64(NBD_ATTR_SIZE_BYTES, disk.size_bytes);
+    if (disk.has_block_size) request->PutU64(NBD_ATTR_BLOCK_SIZE_BYTES, disk.block_size);
+    request->PutU64(NBD_ATTR_SERVER_FLAGS, disk.server_flags);
+    if (options_.has_client_flags) request->PutU64(NBD_ATTR_CLIENT_FLAGS, options_.client_flags);
+    if (disk.has_timeout) request->PutU64(NBD_ATTR_TIMEOUT, disk.timeout);
+    if (options_.has_dead_conn_timeout) request->PutU64(NBD_ATTR_DEAD_CONN_TIMEOUT, options_.dead_conn_timeout);
+    // Kernels older than 5.14 do not know this attribute; the family parses liberally and skips it.
+    if (options_.has_backend) request->PutString(NBD_ATTR_BACKEND_IDENTIFIER, options_.backend);
+    size_t sockets = request->BeginNest(NBD_ATTR_SOCKETS);
+    for (int fd : disk.sockets) {
+      size_t item = request->BeginNest(NBD_SOCK_ITEM);
+      request->PutU32(NBD_SOCK_FD, static_cast<uint32_t>(fd));
+      request->EndNest(item);
+    }
+    request->EndNest(sockets);
+  }
+
+  // The kernel answers a successful CONNECT with the index of the device it configured.
+  int ReadReplies(const Replies& replies) override {
+    for (const auto& reply : replies) {
+      for (const Attr& attr : ParseAttrs(reply.data(), reply.size())) {
+        if (attr.type == NBD_ATTR_INDEX && attr.U32(&index_)) return 0;
+      }
+    }
+    return EPROTO;
+  }
+
+ private:
+  ConnectOptions options_;
+  uint32_t index_ = 0;
+};
+
+class DisconnectJob : public NbdJob {
+ public:
+  explicit DisconnectJob(uint32_t index) : NbdJob(NBD_CMD_DISCONNECT, "netlink(NBD_CMD_DISCONNECT)"), index_(index) {}
+  napi_value Resolve(napi_env env) override { return Undefined(env); }
+
+ protected:
+  void AddAttributes(GenlRequest* request) override { request->PutU32(NBD_ATTR_INDEX, index_); }
+
+ private:
+  uint32_t index_;
+};
+
+struct DeviceStatus {
+  uint32_t index;
+  bool connected;
+};
+
+class StatusJob : public NbdJob {
+ public:
+  StatusJob(bool has_index, uint32_t index)
+      : NbdJob(NBD_CMD_STATUS, "netlink(NBD_CMD_STATUS)"), has_index_(has_index), index_(index) {}
+
+  napi_value Resolve(napi_env env) override {
+    napi_value result;
+    napi_create_array_with_length(env, devices_.size(), &result);
+    for (size_t i = 0; i < devices_.size(); i++) {
+      napi_value item, index, connected;
+      napi_create_object(env, &item);
+      napi_create_uint32(env, devices_[i].index, &index);
+      napi_get_boolean(env, devices_[i].connected, &connected);
+      napi_set_named_property(env, item, "index", index);
+      napi_set_named_property(env, item, "connected", connected);
+      napi_set_element(env, result, static_cast<uint32_t>(i), item);
+    }
+    return result;
+  }
+
+ protected:
+  void AddAttributes(GenlRequest* request) override {
+    if (has_index_) request->PutU32(NBD_ATTR_INDEX, index_);
+  }
+
+  // [DEVICE_LIST [DEVICE_ITEM [INDEX u32] [CONNECTED u8]] ...]
+  int ReadReplies(const Replies& replies) override {
+    for (const auto& reply : replies) {
+      for (const Attr& list : ParseAttrs(reply.data(), reply.size())) {
+        if (list.type != NBD_ATTR_DEVICE_LIST) continue;
+        for (const Attr& item : list.Nested()) {
+          if (item.type != NBD_DEVICE_ITEM) continue;
+          DeviceStatus status{0, false};
+          bool has = false;
+          for (const Attr& field : item.Nested()) {
+            uint8_t connected;
+            if (field.type == NBD_DEVICE_INDEX) has = field.U32(&status.index);
+            if (field.type == NBD_DEVICE_CONNECTED && field.U8(&connected)) status.connected = connected != 0;
+          }
+          if (has) devices_.push_back(status);
+        }
+      }
+    }
+    return 0;
+  }
+
+ private:
+  bool has_index_;
+  uint32_t index_;
+  std::vector<DeviceStatus> devices_;
+};
+
+bool GetIndex(napi_env env, napi_value value, uint32_t* out) {
+  int64_t index;
+  if (!GetInt64(env, value, "index", &index)) return false;
+  if (index > 0xffffffffLL) {
+    ThrowType(env, "index is out of range");
+    return false;
+  }
+  *out = static_cast<uint32_t>(index);
+  return true;
+}
+
+// nbdNetlinkAvailable() -> Promise<boolean>
+napi_value Available(napi_env env, napi_callback_info) {
+  return Queue(env, std::make_unique<AvailableJob>(), "cowdisk.nbdNetlinkAvailable");
+}
+
+// nbdConnect({ index?, sockets, sizeBytes, blockSize?, serverFlags, clientFlags?, timeout?,
+//              deadConnTimeout?, backend? }) -> Promise<index>
+napi_value Connect(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!Args(env, info, 1, argv)) return nullptr;
+  ConnectOptions o;
+  if (!GetNbdGeometry(env, argv[0], "nbdConnect", &o.disk) ||
+      !GetOptionalInt64(env, argv[0], "index", &o.index, &o.has_index) ||
+      !GetOptionalInt64(env, argv[0], "clientFlags", &o.client_flags, &o.has_client_flags) ||
+      !GetOptionalInt64(env, argv[0], "deadConnTimeout", &o.dead_conn_timeout, &o.has_dead_conn_timeout) ||
+      !GetOptionalString(env, argv[0], "backend", &o.backend, &o.has_backend)) {
+    return nullptr;
+  }
+  if (o.has_index && o.index > 0xffffffffLL) {
+    ThrowType(env, "index is out of range");
+    return nullptr;
+  }
+  return Queue(env, std::make_unique<ConnectJob>(std::move(o)), "cowdisk.nbdConnect");
+}
+
+// nbdDisconnect(index) -> Promise<void>
+napi_value Disconnect(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t index;
+  if (!Args(env, info, 1, argv) || !GetIndex(env, argv[0], &index)) return nullptr;
+  return Queue(env, std::make_unique<DisconnectJob>(index), "cowdisk.nbdDisconnect");
+}
+
+// nbdStatus(index?) -> Promise<{ index, connected }[]>: every nbd device, or just the one.
+napi_value Status(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (!Check(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr))) return nullptr;
+  bool has_index = false;
+  uint32_t index = 0;
+  if (argc >= 1) {
+    napi_valuetype type;
+    napi_typeof(env, argv[0], &type);
+    has_index = type != napi_undefined;
+    if (has_index && !GetIndex(env, argv[0], &index)) return nullptr;
+  }
+  return Queue(env, std::make_unique<StatusJob>(has_index, index), "cowdisk.nbdStatus");
+}
+
+}  // namespace
+
+void RegisterNbdNetlink(napi_env env, napi_value exports) {
+  Export(env, exports,
+         {
+             {"nbdNetlinkAvailable", Available},
+             {"nbdConnect", Connect},
+             {"nbdDisconnect", Disconnect},
+             {"nbdStatus", Status},
+         });
+}
+
+}  // namespace cowdisk
