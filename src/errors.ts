@@ -7,7 +7,8 @@
  *   the user's input or arguments .......... COWDISK_E_INVALID_ARGUMENT, _OUT_OF_RANGE, _READ_ONLY
  *   a file that is not what it should be ... COWDISK_E_BAD_MAGIC, _BAD_VERSION, _TRUNCATED, _CORRUPT
  *   the chain between files ................ COWDISK_E_PARENT_MISSING, _PARENT_CHANGED, _NOT_SEALED
- *   the environment ........................ COWDISK_E_IO, _LOCKED, _UNSUPPORTED, _NO_NBD_DRIVER, ...
+ *   the environment ........................ COWDISK_E_IO, _LOCKED, _UNSUPPORTED, ...
+ *   the kernel's nbd devices (attach) ...... COWDISK_E_NO_NBD_DRIVER, _DEVICE_BUSY, _NOT_ATTACHED, _NOT_ROOT, _NO_NATIVE
  */
 
 export const ErrorCode = {
@@ -43,6 +44,16 @@ export const ErrorCode = {
   NOT_FOUND: 'COWDISK_E_NOT_FOUND',
   /** The image was closed; no further requests are accepted. */
   CLOSED: 'COWDISK_E_CLOSED',
+  /** The kernel has no nbd driver loaded: `modprobe nbd`, or nbdfuse + losetup without it. */
+  NO_NBD_DRIVER: 'COWDISK_E_NO_NBD_DRIVER',
+  /** The nbd device is connected to something else, mounted, or held open exclusively. */
+  DEVICE_BUSY: 'COWDISK_E_DEVICE_BUSY',
+  /** `detach` named a device that cowdisk has nothing attached to. */
+  NOT_ATTACHED: 'COWDISK_E_NOT_ATTACHED',
+  /** Connecting or disconnecting an nbd device needs root (CAP_SYS_ADMIN). */
+  NOT_ROOT: 'COWDISK_E_NOT_ROOT',
+  /** The native addon is not built or does not load; only `attach` / `detach` need it. */
+  NO_NATIVE: 'COWDISK_E_NO_NATIVE',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
