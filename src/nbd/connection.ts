@@ -1,0 +1,225 @@
+/**
+ * One client connection: owns the socket, feeds its bytes to the handshake and then to the
+ * transmission phase, and decides when to stop reading and when to close.
+ *
+ * Memory stays bounded whatever the client does. Input is parsed only while the connection is
+ * under its limits (MAX_INFLIGHT requests, MAX_BUFFERED bytes of read buffers, write payloads and
+ * replies not yet taken by the client); beyond them the socket is paused, so a client that sends
+ * requests without reading replies stops being read instead of growing the server. Frames are
+ * checked against their limits before any byte is kept (framing.ts).
+ *
+ * Ending, in its four forms:
+ * - NBD_CMD_DISC (soft disconnect): stop reading, finish what is in flight, send those replies, close.
+ * - EOF from the client: the same, though nobody may be left to read the replies.
+ * - A protocol violation that loses framing (bad magic, unknown client flags): close at once. What
+ *   was already handed to the device still completes; its replies are dropped.
+ * - Server shutdown: buffered requests are answered ESHUTDOWN, in-flight ones finish, then close;
+ *   a connection still negotiating is closed at once.
+ * `done` resolves when the socket is closed and no request is in flight, which is what the server
+ * waits for before it closes the devices.
+ */
+import type { Socket } from 'node:net';
+import { debuglog } from 'node:util';
+import type { ExportConfig } from './exports.js';
+import { ReceiveBuffer } from './framing.js';
+import { Handshake, type HandshakeHost, type Session } from './handshake.js';
+import { ReplyWriter } from './reply-writer.js';
+import { Consumed, Transmission, type TransmissionHost } from './transmission.js';
+
+const debug = debuglog('nbd');
+
+/** Requests one connection may have in flight before it stops reading. */
+export const MAX_INFLIGHT = 256;
+/** Bytes of read buffers, write payloads and unsent replies one connection may hold before it stops reading. */
+export const MAX_BUFFERED = 64 * 1024 * 1024;
+/** During the handshake, unsent option replies beyond this pause reading. */
+const HANDSHAKE_BUFFERED = 1024 * 1024;
+
+export interface ConnectionOwner {
+  findExport(name: string): ExportConfig | undefined;
+  listExports(): readonly ExportConfig[];
+  readonly shuttingDown: boolean;
+}
+
+let nextId = 1;
+
+export class Connection implements HandshakeHost, TransmissionHost {
+  readonly id = nextId++;
+  readonly writer: ReplyWriter;
+  /** Resolves when the socket is closed and nothing is in flight. Never rejects. */
+  readonly done: Promise<void>;
+
+  private readonly rx = new ReceiveBuffer();
+  private handshake: Handshake | undefined;
+  private transmission: Transmission | undefined;
+  /** No more input will be parsed. */
+  private ending = false;
+  private paused = false;
+  private pumping = false;
+  private closed = false;
+  private resolveDone!: () => void;
+
+  constructor(
+    private readonly owner: ConnectionOwner,
+    private readonly socket: Socket,
+    session?: Session,
+  ) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.writer = new ReplyWriter(socket);
+    // Replies to requests already received must still go out after the client half-closes.
+    socket.allowHalfOpen = true;
+    if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      this.rx.push(chunk);
+      this.pump();
+    });
+    socket.on('end', () => this.inputEnded());
+    socket.on('drain', () => this.pump());
+    socket.on('error', (err) => debug('connection %d: %s', this.id, err.message));
+    socket.on('close', () => this.socketClosed());
+    if (session) {
+      this.transmission = new Transmission(this, session);
+    } else {
+      this.handshake = new Handshake(this);
+      this.handshake.greet();
+    }
+  }
+
+  get shuttingDown(): boolean {
+    return this.owner.shuttingDown;
+  }
+
+  readonly send = (message: Buffer): void => {
+    if (!this.socket.destroyed) this.socket.write(message);
+  };
+
+  findExport(name: string): ExportConfig | undefined {
+    return this.owner.findExport(name);
+  }
+
+  listExports(): readonly ExportConfig[] {
+    return this.owner.listExports();
+  }
+
+  mayStart(): boolean {
+    const t = this.transmission!;
+    return t.inflight < MAX_INFLIGHT && t.inflightBytes + this.writer.queuedBytes + this.socket.writableLength < MAX_BUFFERED;
+  }
+
+  settled(): void {
+    const t = this.transmission!;
+    if (this.closed) {
+      if (t.inflight === 0) this.resolveDone();
+      return;
+    }
+    if (t.inflight === 0 && !this.pumping) this.writer.flush();
+    else this.writer.schedule();
+    if (this.ending) {
+      if (t.inflight === 0) this.finish();
+    } else if (this.paused) {
+      this.pump();
+    }
+  }
+
+  /** The server is closing. */
+  shutdown(): void {
+    if (this.closed || this.ending) return;
+    if (!this.transmission) {
+      this.destroy('server shutting down during the handshake');
+      return;
+    }
+    this.transmission.shuttingDown = true;
+    this.pump();
+    this.stopReading();
+  }
+
+  /** Parses what has arrived, as far as the limits allow, and applies backpressure. */
+  private pump(): void {
+    if (this.pumping || this.ending || this.closed) return;
+    this.pumping = true;
+    try {
+      if (this.handshake) {
+        const step = this.handshake.consume(this.rx);
+        if (step.kind === 'close') {
+          debug('connection %d: handshake ends: %s', this.id, step.reason);
+          this.ending = true;
+          this.finish();
+          return;
+        }
+        if (step.kind === 'go') {
+          this.handshake = undefined;
+          this.transmission = new Transmission(this, step.session);
+          debug('connection %d: transmission on export %s', this.id, JSON.stringify(step.session.export.name));
+        }
+      }
+      const t = this.transmission;
+      if (t) {
+        const result = t.consume(this.rx);
+        if (result === Consumed.FATAL) {
+          this.destroy('bad request magic');
+          return;
+        }
+        if (result === Consumed.DISCONNECT) {
+          debug('connection %d: NBD_CMD_DISC', this.id);
+          this.stopReading();
+          return;
+        }
+      }
+    } catch (err) {
+      // A bug must cost this connection, not the server.
+      this.destroy(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+      return;
+    } finally {
+      this.pumping = false;
+      if (this.writer.pending && !this.closed) {
+        if (!this.transmission || this.transmission.inflight === 0) this.writer.flush();
+        else this.writer.schedule();
+      }
+    }
+    const wantPause = this.transmission ? !this.mayStart() : this.socket.writableLength > HANDSHAKE_BUFFERED;
+    if (wantPause !== this.paused) {
+      this.paused = wantPause;
+      if (wantPause) this.socket.pause();
+      else this.socket.resume();
+    }
+  }
+
+  /** Stops parsing input; closes once what is in flight is answered. */
+  private stopReading(): void {
+    this.ending = true;
+    this.rx.clear();
+    this.socket.pause();
+    if (!this.transmission || this.transmission.inflight === 0) this.finish();
+  }
+
+  private inputEnded(): void {
+    debug('connection %d: client closed its side', this.id);
+    if (!this.ending) this.stopReading();
+  }
+
+  /** Sends what is queued, then closes the socket. */
+  private finish(): void {
+    if (this.closed) return;
+    this.writer.flush();
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    socket.end(() => socket.destroy());
+  }
+
+  private destroy(reason: string): void {
+    debug('connection %d: closing: %s', this.id, reason);
+    this.ending = true;
+    this.rx.clear();
+    this.writer.discard();
+    this.socket.destroy();
+  }
+
+  private socketClosed(): void {
+    this.closed = true;
+    this.ending = true;
+    this.rx.clear();
+    this.writer.discard();
+    // With requests still running on the device, `settled` resolves `done` after the last one.
+    if (!this.transmission || this.transmission.inflight === 0) this.resolveDone();
+  }
+}

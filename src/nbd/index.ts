@@ -1,0 +1,6 @@
+/**
+ * The NBD server, as the rest of cowdisk sees it: a server to give exports to, and the two
+ * functions that say what an export advertises (which `attach` passes on to the kernel).
+ */
+export { NbdServer, type NbdServerOptions, type ListenOptions, type TransmissionOptions } from './server.js';
+export { transmissionFlags, blockSizes, type ExportConfig, type BlockSizes } from './exports.js';

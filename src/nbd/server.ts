@@ -1,0 +1,250 @@
+/**
+ * NbdServer: serves a set of named exports over any number of listeners (Unix sockets, TCP), over
+ * sockets handed to it (`handleConnection`), and straight into the transmission phase for the
+ * kernel's nbd driver, which negotiates nothing (`serveTransmission`).
+ *
+ * Every connection to an export shares that export's one BlockDevice, which is what lets the server
+ * advertise CAN_MULTI_CONN: a flush on any connection covers writes answered on all of them.
+ *
+ * The first export is also the default export "" (unless one is literally named ""). The server
+ * owns the devices: `close()` stops accepting, lets every connection finish what is in flight,
+ * and then closes each device once (which flushes it and clears its dirty flag).
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { debuglog } from 'node:util';
+import { CowdiskError, ErrorCode } from '../errors.js';
+import { Limit } from './constants.js';
+import { Connection, type ConnectionOwner } from './connection.js';
+import type { ExportConfig } from './exports.js';
+
+const debug = debuglog('nbd');
+
+export interface NbdServerOptions {
+  /** At least one; names unique. The first is also the default export "". */
+  exports: ExportConfig[];
+  /** Connections beyond this many are closed at once (default: no limit). */
+  maxConnections?: number;
+}
+
+/** Where to listen: a Unix socket path, or a TCP port (0 picks a free one) on `host` (default 127.0.0.1). */
+export type ListenOptions = { socket: string } | { port: number; host?: string };
+
+export interface TransmissionOptions {
+  /** Whether structured replies are in use. The kernel's client never negotiates them. Default false. */
+  structuredReplies?: boolean;
+}
+
+interface Listener {
+  server: net.Server;
+  closed: Promise<void>;
+  socketPath?: string;
+  uri(name: string): string;
+}
+
+export class NbdServer implements ConnectionOwner {
+  readonly exports: readonly ExportConfig[];
+  private readonly maxConnections: number;
+  private readonly listeners: Listener[] = [];
+  private readonly connections = new Set<Connection>();
+  private closing: Promise<void> | undefined;
+
+  constructor(options: NbdServerOptions) {
+    const exports = options.exports;
+    if (exports.length === 0) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, 'An NBD server needs at least one export.');
+    const seen = new Set<string>();
+    for (const exp of exports) {
+      if (Buffer.byteLength(exp.name, 'utf8') > Limit.STRING || exp.name.includes('\0')) {
+        throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `Export name ${JSON.stringify(exp.name.slice(0, 40))} is not valid: at most 4096 bytes, no NUL.`);
+      }
+      if (seen.has(exp.name)) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `Two exports are named ${JSON.stringify(exp.name)}; give each a different name.`);
+      seen.add(exp.name);
+    }
+    this.exports = [...exports];
+    this.maxConnections = options.maxConnections ?? Infinity;
+  }
+
+  get shuttingDown(): boolean {
+    return this.closing !== undefined;
+  }
+
+  /** Open connections (including ones still negotiating). */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  findExport(name: string): ExportConfig | undefined {
+    const exact = this.exports.find((e) => e.name === name);
+    if (exact || name !== '') return exact;
+    return this.exports[0];
+  }
+
+  listExports(): readonly ExportConfig[] {
+    return this.exports;
+  }
+
+  /**
+   * Starts listening; resolves with one NBD URI per export, in export order. A stale Unix socket
+   * left by a server that is gone is replaced; a live one is an error.
+   */
+  async listen(options: ListenOptions): Promise<string[]> {
+    if (this.closing) throw new CowdiskError(ErrorCode.CLOSED, 'The NBD server is closed.');
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      void this.handleConnection(socket);
+    });
+    let listener: Listener;
+    server.on('error', (err) => debug('listener: %s', err.message));
+    if ('socket' in options) {
+      const socketPath = path.resolve(options.socket);
+      await listenUnix(server, socketPath);
+      listener = { server, closed: closedPromise(server), socketPath, uri: (name) => unixUri(name, socketPath) };
+    } else {
+      const host = options.host ?? '127.0.0.1';
+      await listenTcp(server, options.port, host);
+      const port = (server.address() as net.AddressInfo).port;
+      listener = { server, closed: closedPromise(server), uri: (name) => tcpUri(name, host, port) };
+    }
+    this.listeners.push(listener);
+    return this.exports.map((e) => listener.uri(e.name));
+  }
+
+  /** The URIs of export `name` on every listener ("" is the default export). */
+  uris(name = ''): string[] {
+    return this.listeners.map((l) => l.uri(name));
+  }
+
+  /** Serves an already-connected socket from the handshake on. Resolves when the connection is over. */
+  handleConnection(socket: net.Socket): Promise<void> {
+    if (this.closing || this.connections.size >= this.maxConnections) {
+      debug('refusing a connection: %s', this.closing ? 'shutting down' : 'too many connections');
+      socket.destroy();
+      return Promise.resolve();
+    }
+    return this.track(new Connection(this, socket));
+  }
+
+  /**
+   * Serves `socket` starting directly in the transmission phase, for a client that did the
+   * handshake some other way (the kernel's nbd driver, configured by `attach` with
+   * `transmissionFlags(export)` and the export's size). Resolves when the connection is over.
+   */
+  serveTransmission(socket: net.Socket, exportName: string, options: TransmissionOptions = {}): Promise<void> {
+    const exp = this.findExport(exportName);
+    if (!exp) throw new CowdiskError(ErrorCode.NOT_FOUND, `No export named ${JSON.stringify(exportName)}.`);
+    if (this.closing) throw new CowdiskError(ErrorCode.CLOSED, 'The NBD server is closed.');
+    const session = { export: exp, structuredReplies: options.structuredReplies ?? false, contexts: [], enforceMinimum: false };
+    return this.track(new Connection(this, socket, session));
+  }
+
+  /**
+   * Stops accepting, lets every connection finish its in-flight requests (new ones are answered
+   * ESHUTDOWN), then closes every device once (flushing it) and removes the Unix sockets.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const l of this.listeners) l.server.close();
+    for (const c of this.connections) c.shutdown();
+    await Promise.all([...this.connections].map((c) => c.done));
+    await Promise.all(this.listeners.map((l) => l.closed));
+    for (const l of this.listeners) if (l.socketPath) removeSocket(l.socketPath);
+    let failure: unknown;
+    for (const device of new Set(this.exports.map((e) => e.device))) {
+      try {
+        await device.close();
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== undefined) throw failure;
+  }
+
+  private track(connection: Connection): Promise<void> {
+    this.connections.add(connection);
+    return connection.done.then(() => {
+      this.connections.delete(connection);
+    });
+  }
+}
+
+function closedPromise(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.once('close', () => resolve()));
+}
+
+function listenTcp(server: net.Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => reject(listenError(err, `${host}:${port}`));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+async function listenUnix(server: net.Server, socketPath: string): Promise<void> {
+  const attempt = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      server.once('error', onError);
+      server.listen(socketPath, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+  try {
+    await attempt();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketIsLive(socketPath))) {
+      throw listenError(err as NodeJS.ErrnoException, socketPath);
+    }
+    removeSocket(socketPath);
+    try {
+      await attempt();
+    } catch (again) {
+      throw listenError(again as NodeJS.ErrnoException, socketPath);
+    }
+  }
+}
+
+/** Whether something answers on a Unix socket path (a stale one left by a dead server does not). */
+function socketIsLive(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+function removeSocket(socketPath: string): void {
+  try {
+    if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath);
+  } catch {
+    // Already gone.
+  }
+}
+
+function listenError(err: NodeJS.ErrnoException, where: string): CowdiskError {
+  if (err.code === 'EADDRINUSE') {
+    return new CowdiskError(ErrorCode.EXISTS, `${where} is already in use by another server; choose another --socket or --port.`, { cause: err });
+  }
+  return new CowdiskError(ErrorCode.IO, `Cannot listen on ${where} (${err.code ?? ''} ${err.message}).`, { cause: err });
+}
+
+/** nbd+unix:///NAME?socket=PATH, the form libnbd, qemu and nbdinfo accept. */
+export function unixUri(name: string, socketPath: string): string {
+  return `nbd+unix:///${encodeURIComponent(name)}?socket=${socketPath.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+/** nbd://HOST:PORT/NAME (IPv6 hosts in brackets). */
+export function tcpUri(name: string, host: string, port: number): string {
+  const h = host.includes(':') ? `[${host}]` : host;
+  return `nbd://${h}:${port}/${encodeURIComponent(name)}`;
+}
