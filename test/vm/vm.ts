@@ -39,8 +39,9 @@
  * tool throws an Error naming the Debian package to install: qemu-system-x86, linux-image-amd64,
  * busybox-static (`npm run setup` installs them). Files the script leaves in runDir are owned
  * by root; each run keeps its control files (script, output, console.log) in runDir/.vm-XXXXXX.
- * The writable share is 9p with cache=none: plain reads, writes and fsync work on it, but QEMU
- * answers POSIX locks without enforcing them, so lock tests belong on the guest's /tmp.
+ * The writable share is 9p with cache=none: reads, writes and fsync work on it; fallocate (also
+ * punch-hole) fails with EOPNOTSUPP; POSIX locks are enforced only among guest processes (the
+ * host does not see them) and flock is emulated with them, so lock tests fit the guest's /tmp.
  *
  * ## How it boots
  * initramfs.ts builds a tiny initramfs (static busybox + the virtio / 9p / virtio-net modules
