@@ -4,7 +4,7 @@
 # subnet, mounts the host's root read-only as the new root (with fresh /tmp and /run) and the
 # run's writable share at the same path it has on the host, then switch_root's into the host's
 # own /bin/sh running stage 2 (test/vm/guest-run.sh). /vm.env, written by the harness, sets
-# VM_MODULES (load order), VM_RUN_DIR, VM_CONTROL_DIR, VM_STAGE2 and VM_GUEST_IP.
+# VM_MODULES (load order), VM_RUN_DIR, VM_CONTROL_DIR, VM_STAGE2, VM_GUEST_IP and VM_DEADLINE_S.
 /bin/busybox mkdir -p /bin
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -44,4 +44,4 @@ mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "tmpfs /run"
 mkdir -p "/newroot$VM_RUN_DIR" || fail "mount point $VM_RUN_DIR"
 mount -t 9p -o "$opts,cache=none" run "/newroot$VM_RUN_DIR" || fail "9p mount of the run share"
 
-exec switch_root /newroot /bin/sh "$VM_STAGE2" "$VM_RUN_DIR" "$VM_CONTROL_DIR"
+exec switch_root /newroot /bin/sh "$VM_STAGE2" "$VM_RUN_DIR" "$VM_CONTROL_DIR" "$VM_DEADLINE_S"

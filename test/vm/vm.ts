@@ -218,6 +218,8 @@ export async function runInVm(options: VmOptions): Promise<VmResult> {
         VM_CONTROL_DIR: controlDir,
         VM_STAGE2: join(HERE, 'guest-run.sh'),
         VM_GUEST_IP: '10.0.2.15',
+        // The guest's own deadline (guest-run.sh), for when this process dies before killing QEMU.
+        VM_DEADLINE_S: String(Math.ceil(timeoutMs / 1000) + 10),
       },
     });
     const initrd = join(bootDir, 'initramfs.cpio');
