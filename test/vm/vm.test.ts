@@ -1,8 +1,8 @@
 /**
  * The VM harness keeps its promises (test/vm/vm.ts): the script's exit code, output and files
- * come back to the host, the host's root is visible but read-only, `modprobe nbd` gives the
- * kernel's nbd devices, every connection to the forwarded address reaches the host endpoint and
- * nothing else on the host is reachable; a VM that overruns its timeout is killed and reported.
+ * come back to the host; the host's root (and its node) is there, read-only; `modprobe nbd`
+ * gives the kernel's nbd devices; every connection to the forwarded address reaches the host
+ * endpoint and nothing else on the host is reachable; a VM that overruns its timeout is killed.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +42,7 @@ test('a guest script reaches its files, the nbd module and the one forwarded end
         echo "read=$(cat from-host.txt)"
         echo "$TOKEN" > from-guest.txt
         if touch /cowdisk-vm-probe 2>/dev/null; then echo "host root writable"; fi
+        node -e 'console.log("node=" + process.version)'
         modprobe nbd
         echo "nbd-devices=$(ls /dev/nbd* | wc -l)"
         for i in 1 2; do
@@ -57,6 +58,7 @@ test('a guest script reaches its files, the nbd module and the one forwarded end
     expect(result.output).toContain(`cwd=${runDir}\n`);
     expect(result.output).toContain(`read=${token}\n`);
     expect(result.output).not.toContain('host root writable');
+    expect(result.output).toContain(`node=${process.version}\n`);
     expect(result.output).toContain('nbd-devices=16\n');
     expect(result.output).toContain(`forward: hello ${token} #1\n`);
     expect(result.output).toContain(`forward: hello ${token} #2\n`);

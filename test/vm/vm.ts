@@ -6,7 +6,7 @@
  *
  * ## API (for test/vm/*.test.ts)
  *
- *   import { runInVm, GUEST_FORWARD_ADDRESS, GUEST_FORWARD_PORT } from './vm.js';
+ *   import { runInVm, REPO_ROOT, GUEST_FORWARD_ADDRESS, GUEST_FORWARD_PORT } from './vm.js';
  *   const r = await runInVm({
  *     runDir,                 // optional: a host directory shared writable with the guest, at the
  *                             //   SAME absolute path inside; the script runs there (cwd).
@@ -18,15 +18,16 @@
  *     timeoutMs: 240_000, memoryMiB: 1024, cpus: 1,  // the defaults
  *   });
  *   r.exitCode, r.output      // the script's exit code and its stdout+stderr
- *   r.bootMs, r.totalMs       // QEMU start -> script start, QEMU start -> QEMU gone (host clock)
+ *   r.bootMs, r.totalMs       // QEMU start -> script start, QEMU start -> QEMU gone (host clock;
+ *                             //   printed with the guest's uptime at script start, for figures)
  *   r.consoleLog              // the serial console (kernel messages, then the output again)
  *
  * The script runs as root under `bash` with `set -euo pipefail` already on, PATH as root's, HOME
- * and TMPDIR = /tmp, and VM_RUN_DIR (plus VM_FORWARD_HOST / VM_FORWARD_PORT when `forward` is
- * given) in its environment. The guest sees the HOST'S OWN FILESYSTEM read-only at `/`: the
- * host's node, modprobe, mkfs.ext4, nbd-client and this repository (so
- * `node /work/main/bin/cowdisk attach ...` works when dist/ is built; use the absolute path of the
- * repository, e.g. `fileURLToPath(new URL('../..', import.meta.url))`). /tmp, /run, /dev/shm are fresh
+ * and TMPDIR = /tmp, and in its environment VM_RUN_DIR, COWDISK (the command that runs this
+ * repository's CLI with the host's node: `$COWDISK attach img /dev/nbd0`; needs dist/ built,
+ * see REPO_ROOT) and, when `forward` is given, VM_FORWARD_HOST / VM_FORWARD_PORT.
+ * The guest sees the HOST'S OWN FILESYSTEM read-only at `/`: the host's node, modprobe,
+ * mkfs.ext4, nbd-client and this repository at its host path. /tmp, /run, /dev/shm are fresh
  * tmpfs in the guest; the only writable place the host sees afterwards is `runDir`. Kernel
  * modules load with plain `modprobe` (`modprobe nbd` gives /dev/nbd0..15).
  * Networking is QEMU's user mode with `restrict=on`: the guest reaches nothing but the one
@@ -48,15 +49,16 @@
  * and their dependencies from modules.dep) per run. Stage 1 (guest-init.sh) mounts the host's /
  * over virtio-9p, switch_root's into it and runs stage 2 (guest-run.sh) with the host's /bin/sh
  * as PID 1; switch_root rather than chroot so the kernel's own module loader (request_module,
- * e.g. for ext4 on mount) finds the host's /sbin/modprobe and /lib/modules. The kernel boots
- * uncompressed through its PVH entry when it can (vmlinux.ts): that saves about 3 s of TCG time. Stage 2 runs the
- * script, writes the exit code into the share and powers off. /dev/kvm is not used: it is a
- * nested hypervisor here that cannot run a stock kernel.
+ * e.g. for ext4 on mount) finds the host's /sbin/modprobe and /lib/modules. Stage 2 runs the
+ * script, writes the exit code into the share and powers off. The kernel boots uncompressed
+ * through its PVH entry when it can (vmlinux.ts), which saves about 3 s of TCG time per boot.
+ * /dev/kvm is not used: it is a nested hypervisor here that cannot run a stock kernel.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, openSync, readdirSync, readSync } from 'node:fs';
+import {
+  accessSync, closeSync, constants, createWriteStream, existsSync, openSync, readdirSync, readSync,
+} from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -97,6 +99,10 @@ export interface VmResult {
 }
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+/** This repository's root: the same path in the guest as on the host. */
+export const REPO_ROOT = resolve(HERE, '../..');
+/** The shell command, valid in the guest and on the host, that runs this repository's CLI. */
+export const COWDISK_COMMAND = [process.execPath, join(REPO_ROOT, 'bin', 'cowdisk')].map(shellQuote).join(' ');
 const BOOT_MARKER = 'cowdisk-vm: script start';
 
 /** A tool on PATH (or in the sbin directories root uses), or an Error naming its package. */
@@ -201,7 +207,7 @@ export async function runInVm(options: VmOptions): Promise<VmResult> {
   try {
     const controlDir = await mkdtemp(join(runDir, '.vm-'));
     const consoleLog = join(controlDir, 'console.log');
-    const env: Record<string, string> = { ...options.env, VM_RUN_DIR: runDir };
+    const env: Record<string, string> = { ...options.env, VM_RUN_DIR: runDir, COWDISK: COWDISK_COMMAND };
     if (options.forward) {
       env.VM_FORWARD_HOST = GUEST_FORWARD_ADDRESS;
       env.VM_FORWARD_PORT = String(options.forward.guestPort ?? GUEST_FORWARD_PORT);
