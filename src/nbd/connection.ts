@@ -38,7 +38,6 @@ const HANDSHAKE_BUFFERED = 1024 * 1024;
 export interface ConnectionOwner {
   findExport(name: string): ExportConfig | undefined;
   listExports(): readonly ExportConfig[];
-  readonly shuttingDown: boolean;
 }
 
 let nextId = 1;
@@ -83,10 +82,6 @@ export class Connection implements HandshakeHost, TransmissionHost {
       this.handshake = new Handshake(this);
       this.handshake.greet();
     }
-  }
-
-  get shuttingDown(): boolean {
-    return this.owner.shuttingDown;
   }
 
   readonly send = (message: Buffer): void => {

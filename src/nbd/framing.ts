@@ -72,6 +72,7 @@ export class ReceiveBuffer {
    * in one, else a new buffer of exactly n bytes.
    */
   take(n: number): Buffer {
+    if (n === 0) return EMPTY;
     const first = this.chunks[0];
     let out: Buffer;
     if (first.length - this.offset >= n) {

@@ -47,8 +47,6 @@ export interface HandshakeHost {
   findExport(name: string): ExportConfig | undefined;
   /** Every export, for NBD_OPT_LIST. */
   listExports(): readonly ExportConfig[];
-  /** The server is shutting down: options are answered NBD_REP_ERR_SHUTDOWN. */
-  readonly shuttingDown: boolean;
 }
 
 const MORE: HandshakeStep = { kind: 'more' };
@@ -119,11 +117,6 @@ export class Handshake {
 
   private option(option: number, data: Buffer): HandshakeStep {
     const send = (m: Buffer): void => this.host.send(m);
-    if (this.host.shuttingDown && option !== Opt.ABORT) {
-      if (option === Opt.EXPORT_NAME) return close('server shutting down');
-      send(R.errorReply(option, Rep.ERR_SHUTDOWN, 'the server is shutting down'));
-      return MORE;
-    }
     switch (option) {
       case Opt.EXPORT_NAME: {
         if (data.length > Limit.STRING) return close('export name over 4096 bytes');

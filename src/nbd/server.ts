@@ -65,10 +65,6 @@ export class NbdServer implements ConnectionOwner {
     this.maxConnections = options.maxConnections ?? Infinity;
   }
 
-  get shuttingDown(): boolean {
-    return this.closing !== undefined;
-  }
-
   /** Open connections (including ones still negotiating). */
   get connectionCount(): number {
     return this.connections.size;

@@ -82,10 +82,10 @@ export class MemoryDevice implements BlockDevice {
     for (let b = firstBlock; b < firstBlock + count; b++) this.layers[layer].set(b, 'zero');
   }
 
-  /** The whole disk's content, the way a reader sees it. */
-  contents(): Buffer {
-    const out = Buffer.alloc(this.size);
-    this.readSync(out, 0);
+  /** The disk's content (all of it by default), the way a reader sees it. */
+  contents(offset = 0, length = this.size - offset): Buffer {
+    const out = Buffer.alloc(length);
+    this.readSync(out, offset);
     return out;
   }
 

@@ -1,0 +1,162 @@
+/**
+ * Hostile and broken clients. Each case closes (or errors) that one connection; a second client
+ * connected throughout keeps being served, the disk keeps its contents, and memory stays bounded.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { MemoryDevice } from '../helpers/nbd-memory-device.js';
+import { startServer, type TestServer } from '../helpers/nbd-server.js';
+import { CMD, encode, negotiate, OPT, RawClient, REP_ERR, type RawClient as Client } from '../helpers/nbd-wire.js';
+
+const SIZE = 32 * 1024 * 1024;
+let srv: TestServer;
+let device: MemoryDevice;
+/** A well-behaved client connected for the whole file. */
+let bystander: Client;
+let handle = 1000n;
+
+beforeAll(async () => {
+  device = new MemoryDevice({ size: SIZE });
+  device.fill(0, 0, Buffer.alloc(1024 * 1024, 0x42));
+  srv = await startServer([{ name: 'disk', device }]);
+  bystander = (await negotiate(srv.socket, 'disk')).client;
+});
+afterAll(async () => {
+  bystander.close();
+  await srv.close();
+});
+
+/** The bystander can still read what the disk held from the start. */
+async function bystanderStillServed(): Promise<void> {
+  const h = handle++;
+  await bystander.write(encode.request(CMD.READ, h, 0, 4096));
+  const r = await bystander.simpleReply(4096);
+  expect(r.handle).toBe(h);
+  expect(r.data.equals(Buffer.alloc(4096, 0x42))).toBe(true);
+}
+
+async function fixedNewstyle(): Promise<RawClient> {
+  const c = await RawClient.greeted(srv.socket);
+  await c.write(encode.clientFlags(1));
+  return c;
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 200 && srv.server.connectionCount > 1; i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+describe('during the handshake', () => {
+  test('a bad option magic closes the connection', async () => {
+    const c = await fixedNewstyle();
+    await c.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    expect(await c.closedByServer()).toBe(true);
+    await bystanderStillServed();
+  });
+
+  test('unknown client flags close the connection', async () => {
+    const c = await RawClient.greeted(srv.socket);
+    await c.write(encode.clientFlags(0x80000001));
+    expect(await c.closedByServer()).toBe(true);
+    await bystanderStillServed();
+  });
+
+  test('an option claiming 4 GiB of data is refused with ERR_TOO_BIG and a close, without reading it', async () => {
+    const before = process.memoryUsage().arrayBuffers;
+    const c = await fixedNewstyle();
+    await c.write(encode.option(OPT.LIST, Buffer.alloc(0), 0xffffffff));
+    const reply = await c.optionReply();
+    expect(reply.type).toBe(REP_ERR.TOO_BIG);
+    expect(reply.data.toString()).toMatch(/over the limit/);
+    c.socket.write(Buffer.alloc(8 * 1024 * 1024, 0x55));
+    expect(await c.closedByServer()).toBe(true);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(32 * 1024 * 1024);
+    await bystanderStillServed();
+  });
+
+  test('an export name over 4096 bytes closes NBD_OPT_EXPORT_NAME', async () => {
+    const c = await fixedNewstyle();
+    await c.write(encode.option(OPT.EXPORT_NAME, Buffer.alloc(5000, 0x61)));
+    expect(await c.closedByServer()).toBe(true);
+    await bystanderStillServed();
+  });
+
+  test('an export name over 4096 bytes in NBD_OPT_GO is ERR_INVALID and negotiation goes on', async () => {
+    const c = await fixedNewstyle();
+    await c.write(encode.option(OPT.GO, encode.infoRequest(Buffer.alloc(5000, 0x61))));
+    expect((await c.optionReply()).type).toBe(REP_ERR.INVALID);
+    await c.write(encode.option(OPT.GO, encode.infoRequest('disk')));
+    expect((await c.optionReplies()).at(-1)?.type).toBe(1);
+    c.close();
+  });
+
+  test('a client that vanishes mid-option leaves nothing behind', async () => {
+    const c = await fixedNewstyle();
+    await c.write(encode.option(OPT.GO, encode.infoRequest('disk')).subarray(0, 19));
+    c.close();
+    await settle();
+    expect(srv.server.connectionCount).toBe(1);
+    await bystanderStillServed();
+  });
+});
+
+describe('during transmission', () => {
+  test('garbage after the handshake closes that connection and changes nothing', async () => {
+    const before = device.contents(0, 1024 * 1024);
+    const { client } = await negotiate(srv.socket, 'disk');
+    await client.write(Buffer.alloc(4096, 0xff));
+    expect(await client.closedByServer()).toBe(true);
+    expect(device.contents(0, 1024 * 1024).equals(before)).toBe(true);
+    await bystanderStillServed();
+  });
+
+  test('a client that disconnects mid-header is released', async () => {
+    const { client } = await negotiate(srv.socket, 'disk');
+    await client.write(encode.request(CMD.READ, 1n, 0, 4096).subarray(0, 13));
+    client.close();
+    await settle();
+    expect(srv.server.connectionCount).toBe(1);
+    await bystanderStillServed();
+  });
+
+  test('a write cut off mid-payload never reaches the disk', async () => {
+    const before = device.contents(0, 65536);
+    const { client } = await negotiate(srv.socket, 'disk');
+    await client.write(encode.request(CMD.WRITE, 1n, 0, 65536, 0, Buffer.alloc(65536, 0x99)).subarray(0, 28 + 30000));
+    client.close();
+    await settle();
+    expect(srv.server.connectionCount).toBe(1);
+    expect(device.contents(0, 65536).equals(before)).toBe(true);
+    await bystanderStillServed();
+  });
+
+  test('a client that disconnects before reading its replies: received requests complete, the connection is released', async () => {
+    const { client } = await negotiate(srv.socket, 'disk');
+    const writes = Array.from({ length: 64 }, (_, i) => encode.request(CMD.WRITE, BigInt(i), 2 * 1024 * 1024 + i * 4096, 4096, 0, Buffer.alloc(4096, i + 1)));
+    await client.write(Buffer.concat(writes));
+    client.close();
+    await settle();
+    expect(srv.server.connectionCount).toBe(1);
+    const written = device.contents(2 * 1024 * 1024, 64 * 4096);
+    for (let i = 0; i < 64; i++) expect(written.subarray(i * 4096, (i + 1) * 4096).equals(Buffer.alloc(4096, i + 1))).toBe(true);
+    await bystanderStillServed();
+  });
+
+  test('a client that sends reads without reading replies is paused: memory stays bounded', async () => {
+    const { client } = await negotiate(srv.socket, 'disk');
+    client.pause();
+    const MiB = 1024 * 1024;
+    const count = 200;
+    const before = process.memoryUsage().arrayBuffers;
+    const requests = Buffer.concat(Array.from({ length: count }, (_, i) => encode.request(CMD.READ, BigInt(i), (i % 31) * MiB, MiB)));
+    client.socket.write(requests);
+    await new Promise((r) => setTimeout(r, 500));
+    const grown = process.memoryUsage().arrayBuffers - before;
+    // Unbounded, this would be 200 MiB of read buffers; the limit is 64 MiB per connection.
+    expect(grown).toBeLessThan(128 * MiB);
+    client.resume();
+    const seen = new Set<bigint>();
+    for (let i = 0; i < count; i++) seen.add((await client.simpleReply(MiB)).handle);
+    expect(seen.size).toBe(count);
+    client.close();
+    await bystanderStillServed();
+  });
+});
