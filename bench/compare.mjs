@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+// @ts-check
+/**
+ * bench/compare: the same fio jobs against cowdisk and its peers, on this machine, in one run.
+ * docs/PERFORMANCE.md says what is measured and why; bench/compare/ holds the parts.
+ */
+import { parseArgs } from 'node:util';
+import { JOB_IDS } from './compare/jobs.mjs';
+import { renderText, targets } from './compare/report.mjs';
+import { TOOLS, compare, defaultDir } from './compare/run.mjs';
+import { stopAllServers } from './compare/server.mjs';
+
+const HELP = `Usage: node bench/compare.mjs [options]
+
+Runs the same fio jobs (nbd ioengine, Unix sockets) against cowdisk, qemu-nbd (qcow2),
+nbdkit's cow filter, nbdkit's file plugin (the floor) and nbdkit's null plugin, and prints
+p50 / p99 latency, IOPS or MiB/s, and each tool's ratio to the floor. Progress goes to stderr.
+
+Options:
+  --reps N        repetitions; each figure is the median (default 3, --quick 1)
+  --quick         smoke test: a 64 MiB base and small jobs (seconds, not a measurement)
+  --json          print the results as JSON instead of tables
+  --tools LIST    comma-separated tool ids (default: all): ${TOOLS.map((t) => t.id).join(', ')}
+  --jobs LIST     comma-separated job ids (default: all): ${JOB_IDS.join(', ')}
+  --size SIZE     size of the random base, e.g. 1G, 256M (default 1G, --quick 64M)
+  --no-chain      skip cowdisk's 16-deep versus 1-deep chain read variant
+  --dir DIR       where the run's temporary directory goes (default ${defaultDir})
+  -h, --help      this text
+
+Example: node bench/compare.mjs --reps 5
+`;
+
+/** @param {string} text */
+function parseSize(text) {
+  const m = /^(\d+)([KMG]?)$/i.exec(text);
+  if (!m) throw new Error(`--size ${text}: expected a number with an optional K, M or G suffix`);
+  const bytes = Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
+  if (bytes < 2 ** 20 || bytes % 2 ** 20 !== 0) throw new Error(`--size ${text}: must be a whole number of MiB, at least 1M`);
+  return bytes;
+}
+
+/** @param {string | undefined} text */
+const list = (text) => (text === undefined ? null : text.split(',').map((s) => s.trim()).filter(Boolean));
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      reps: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      tools: { type: 'string' },
+      jobs: { type: 'string' },
+      size: { type: 'string' },
+      'no-chain': { type: 'boolean', default: false },
+      dir: { type: 'string', default: defaultDir },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const quick = values.quick ?? false;
+  const reps = values.reps === undefined ? (quick ? 1 : 3) : Number(values.reps);
+  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps ${values.reps}: expected a whole number, at least 1`);
+  const jobs = list(values.jobs);
+  const unknownJob = (jobs ?? []).find((j) => !JOB_IDS.includes(j));
+  if (unknownJob) throw new Error(`unknown job ${unknownJob}; the jobs are ${JOB_IDS.join(', ')}`);
+
+  const stopOnSignal = () => {
+    process.exitCode = 130;
+    void stopAllServers();
+  };
+  process.on('SIGINT', stopOnSignal);
+  process.on('SIGTERM', stopOnSignal);
+
+  const result = await compare(
+    {
+      reps,
+      quick,
+      size: values.size === undefined ? (quick ? 64 * 2 ** 20 : 2 ** 30) : parseSize(values.size),
+      tools: list(values.tools),
+      jobs,
+      chain: !values['no-chain'],
+      dir: values.dir ?? defaultDir,
+    },
+    (line) => process.stderr.write(`compare: ${line}\n`),
+  );
+  const command = ['node bench/compare.mjs', ...process.argv.slice(2)].join(' ');
+  if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: targets(result) }, null, 2) + '\n');
+  else process.stdout.write(renderText(result, command));
+}
+
+main().catch((err) => {
+  process.stderr.write(`compare: ${err instanceof Error ? err.message : String(err)}\n`);
+  if (process.exitCode === undefined || process.exitCode === 0) process.exitCode = 1;
+});

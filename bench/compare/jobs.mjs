@@ -1,0 +1,104 @@
+// @ts-check
+/**
+ * The fio jobs every tool runs, identical for all of them.
+ *
+ * "One write per block" must hold for every tool at once, and the tools copy up in different
+ * units: cowdisk and nbdkit's cow filter in 64 KiB blocks, qcow2 in 64 KiB clusters, qcow2 with
+ * extended L2 entries allocates 128 KiB clusters (in 4 KiB subclusters). The write stride is
+ * therefore the largest allocation unit among the tools in the run (never below 64 KiB): each
+ * 4 KiB write lands in a block or cluster nobody has touched, for every tool, and all tools see
+ * the same offsets. The rewrite jobs first replay that pass unmeasured on the fresh image, then
+ * measure the same offsets again.
+ */
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** @typedef {import('./fio.mjs').FioPass} FioPass */
+
+/**
+ * @typedef {object} Job
+ * @property {string} id
+ * @property {string} title
+ * @property {'iops' | 'mibps'} rate  how the job's throughput is shown
+ * @property {FioPass} [prepare]  run first, on the same fresh image and server, not measured
+ * @property {FioPass} measure
+ */
+
+export const JOB_IDS = ['write-first-qd1', 'rewrite-qd1', 'rewrite-qd16', 'randread-qd16', 'seqread-1m', 'seqwrite-1m'];
+
+/** The smallest stride the first-write job uses, whatever the tools' units. */
+export const MIN_STRIDE = 64 * KiB;
+
+/**
+ * @param {object} o
+ * @param {number} o.size  bytes of the base (and of every export)
+ * @param {number} o.stride  bytes between first writes
+ * @param {boolean} o.quick  smoke-test sizes: each job a fraction of a second
+ * @returns {Job[]}
+ */
+export function buildJobs({ size, stride, quick }) {
+  const firstWrites = Math.floor(size / stride);
+  const pattern = `4 KiB every ${stride / KiB} KiB`;
+  /** @type {(name: string, iodepth: number, loops?: number) => FioPass} */
+  const sparseWrites = (name, iodepth, loops = 1) => ({
+    name, rw: 'write', bs: 4 * KiB, stride, iodepth, ios: firstWrites, loops, size,
+  });
+  const seqIos = Math.floor(size / MiB);
+  return [
+    {
+      id: 'write-first-qd1',
+      title: `First write, QD1 (${pattern}, ${firstWrites} writes, each to an untouched block)`,
+      rate: 'iops',
+      measure: sparseWrites('write-first-qd1', 1),
+    },
+    {
+      id: 'rewrite-qd1',
+      title: `Rewrite, QD1 (the same ${firstWrites} offsets again)`,
+      rate: 'iops',
+      prepare: sparseWrites('prepare', 1),
+      measure: sparseWrites('rewrite-qd1', 1),
+    },
+    {
+      id: 'rewrite-qd16',
+      title: `Rewrite, QD16 (the same offsets, ${quick ? 1 : 4} passes)`,
+      rate: 'iops',
+      prepare: sparseWrites('prepare', 1),
+      measure: sparseWrites('rewrite-qd16', 16, quick ? 1 : 4),
+    },
+    {
+      id: 'randread-qd16',
+      title: 'Random 4 KiB read through the overlay to the base, QD16',
+      rate: 'iops',
+      measure: {
+        name: 'randread-qd16', rw: 'randread', bs: 4 * KiB, stride: 4 * KiB, iodepth: 16,
+        ios: Math.min(Math.floor(size / (4 * KiB)), quick ? 4096 : 65536), size,
+      },
+    },
+    {
+      id: 'seqread-1m',
+      title: `Sequential 1 MiB read through the overlay to the base, QD4 (${seqIos} MiB)`,
+      rate: 'mibps',
+      measure: { name: 'seqread-1m', rw: 'read', bs: MiB, stride: MiB, iodepth: 4, ios: seqIos, size },
+    },
+    {
+      id: 'seqwrite-1m',
+      title: `Sequential 1 MiB write to a fresh overlay, QD4 (${seqIos} MiB, whole blocks)`,
+      rate: 'mibps',
+      measure: { name: 'seqwrite-1m', rw: 'write', bs: MiB, stride: MiB, iodepth: 4, ios: seqIos, size },
+    },
+  ];
+}
+
+/**
+ * The chain-depth variant (cowdisk only): random reads at QD16 through a chain, the same pass
+ * at every depth so the depths compare directly.
+ * @param {{ size: number, quick: boolean }} o
+ * @returns {FioPass}
+ */
+export function chainReadPass({ size, quick }) {
+  return {
+    name: 'randread-chain-qd16', rw: 'randread', bs: 4 * KiB, stride: 4 * KiB, iodepth: 16,
+    ios: Math.min(Math.floor(size / (4 * KiB)), quick ? 4096 : 65536), size,
+  };
+}
