@@ -3,4 +3,4 @@
  * functions that say what an export advertises (which `attach` passes on to the kernel).
  */
 export { NbdServer, type NbdServerOptions, type ListenOptions, type TransmissionOptions } from './server.js';
-export { transmissionFlags, blockSizes, type ExportConfig, type BlockSizes } from './exports.js';
+export { transmissionFlags, blockSizes, isReadOnly, type ExportConfig, type BlockSizes, type FlagOptions } from './exports.js';

@@ -39,6 +39,8 @@ export interface TransmissionOptions {
 interface Listener {
   server: net.Server;
   closed: Promise<void>;
+  /** The socket path, or HOST:PORT. */
+  address: string;
   socketPath?: string;
   uri(name: string): string;
 }
@@ -94,15 +96,20 @@ export class NbdServer implements ConnectionOwner {
     if ('socket' in options) {
       const socketPath = path.resolve(options.socket);
       await listenUnix(server, socketPath);
-      listener = { server, closed: closedPromise(server), socketPath, uri: (name) => unixUri(name, socketPath) };
+      listener = { server, closed: closedPromise(server), address: socketPath, socketPath, uri: (name) => unixUri(name, socketPath) };
     } else {
       const host = options.host ?? '127.0.0.1';
       await listenTcp(server, options.port, host);
       const port = (server.address() as net.AddressInfo).port;
-      listener = { server, closed: closedPromise(server), uri: (name) => tcpUri(name, host, port) };
+      listener = { server, closed: closedPromise(server), address: `${host}:${port}`, uri: (name) => tcpUri(name, host, port) };
     }
     this.listeners.push(listener);
     return this.exports.map((e) => listener.uri(e.name));
+  }
+
+  /** Where each listener listens: a socket path or HOST:PORT. */
+  addresses(): string[] {
+    return this.listeners.map((l) => l.address);
   }
 
   /** The URIs of export `name` on every listener ("" is the default export). */

@@ -104,7 +104,8 @@ export class Transmission {
         this.discarding -= rx.skip(this.discarding);
         if (this.discarding > 0) return Consumed.MORE;
       }
-      if (!this.host.mayStart() || !rx.contiguous(Size.REQUEST)) return Consumed.MORE;
+      // When shutting down, what has arrived is answered ESHUTDOWN at once, whatever the limits.
+      if ((!this.shuttingDown && !this.host.mayStart()) || !rx.contiguous(Size.REQUEST)) return Consumed.MORE;
       const b = rx.view;
       const at = rx.at;
       if (b.readUInt32BE(at) !== Magic.REQUEST) return Consumed.FATAL;

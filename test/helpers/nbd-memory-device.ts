@@ -5,7 +5,7 @@
  * a zero state; the top layer (index 0) takes writes with copy-up of partial blocks.
  *
  * `delay` makes every operation wait that many milliseconds times a pseudo-random factor, so that
- * pipelined requests really complete out of order.
+ * pipelined requests really complete out of order; `hold` stops every operation until released.
  */
 import type { BlockDevice, Capabilities, Extent, LayerInfo, WriteOptions, ZeroOptions } from '../../src/image/device.js';
 import { CowdiskError, ErrorCode } from '../../src/errors.js';
@@ -37,6 +37,7 @@ export class MemoryDevice implements BlockDevice {
   readonly log: string[] = [];
   private readonly delay: number;
   private seed = 12345;
+  private gate: Promise<void> | undefined;
 
   constructor(options: MemoryDeviceOptions) {
     this.size = options.size;
@@ -80,6 +81,16 @@ export class MemoryDevice implements BlockDevice {
   /** Marks whole blocks of layer `layer` as zero (a whiteout). */
   zeroBlocks(layer: number, firstBlock: number, count: number): void {
     for (let b = firstBlock; b < firstBlock + count; b++) this.layers[layer].set(b, 'zero');
+  }
+
+  /** Makes every operation wait until the returned function is called. */
+  hold(): () => void {
+    let release!: () => void;
+    this.gate = new Promise((resolve) => (release = resolve));
+    return () => {
+      this.gate = undefined;
+      release();
+    };
   }
 
   /** The disk's content (all of it by default), the way a reader sees it. */
@@ -198,6 +209,7 @@ export class MemoryDevice implements BlockDevice {
 
   private async wait(op: string, offset: number, length: number): Promise<void> {
     this.log.push(`${op} ${offset} ${length}`);
+    if (this.gate) await this.gate;
     if (this.delay > 0) {
       this.seed = (this.seed * 1103515245 + 12345) & 0x7fffffff;
       await new Promise((r) => setTimeout(r, (this.seed % 1000) / 1000 * this.delay));
