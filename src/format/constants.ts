@@ -1,0 +1,142 @@
+/**
+ * The on-disk constants of every cowdisk file, in one place that both readers and writers use.
+ * docs/FORMAT.md is the grammar these numbers belong to; change one only together with the other
+ * (and with FORMAT_VERSION when a reader of the old version would misread the new file).
+ *
+ * All integers are little endian. Metadata (headers, state-map pages, block-table pages and the
+ * block-table directory) carries a CRC-32 (IEEE, as zlib.crc32); block data carries SHA-256.
+ */
+
+export const FORMAT_VERSION = 1;
+
+/** "COWDISKO": a writable overlay. */
+export const OVERLAY_MAGIC = Buffer.from('COWDISKO', 'latin1');
+/** "COWDISKS": a sealed snapshot layer. */
+export const SNAPSHOT_MAGIC = Buffer.from('COWDISKS', 'latin1');
+export const MAGIC_LENGTH = 8;
+
+/** Every header occupies one 4 KiB slot; its last four bytes are the CRC-32 of the rest. */
+export const HEADER_SIZE = 4096;
+export const HEADER_CRC_OFFSET = HEADER_SIZE - 4;
+
+export const MIN_BLOCK_SIZE = 4096;
+export const MAX_BLOCK_SIZE = 2 * 1024 * 1024;
+export const DEFAULT_BLOCK_SIZE = 64 * 1024;
+/** Block indexes stay below 2^31 so they are safe in JavaScript bit operations. */
+export const MAX_BLOCKS = 2 ** 31;
+
+/** Parent reference, shared by both headers at this offset. */
+export const PARENT_REF_OFFSET = 128;
+export const PARENT_PATH_OFFSET = 256;
+export const MAX_PARENT_PATH = 2048;
+
+export const ParentKind = {
+  NONE: 0,
+  RAW: 1,
+  SNAPSHOT: 2,
+} as const;
+
+/** Overlay header field offsets (see docs/FORMAT.md, "Overlay"). */
+export const OverlayHeader = {
+  MAGIC: 0,
+  VERSION: 8,
+  INCOMPAT: 12,
+  GENERATION: 16,
+  FLAGS: 24,
+  SUB_BLOCKS: 28,
+  VIRTUAL_SIZE: 32,
+  BLOCK_SIZE: 40,
+  MAP_PAGES: 44,
+  MAP_OFFSET: 48,
+  DATA_OFFSET: 56,
+  UUID: 64,
+  CREATED_NS: 80,
+  ENTRIES_PER_PAGE: 88,
+} as const;
+
+export const OverlayFlag = {
+  /** Set on the first change after an open, cleared by a clean close. */
+  DIRTY: 1,
+} as const;
+
+/** The overlay keeps two header slots and writes the older one, so a torn write never loses both. */
+export const OVERLAY_HEADER_SLOTS = 2;
+
+/**
+ * State map: 4 KiB pages, each written to alternating slots (two per page) with a generation,
+ * so a torn page write leaves the previous version readable.
+ */
+export const MAP_PAGE_SIZE = 4096;
+export const MAP_PAGE_MAGIC = 0x504d4443; // "CDMP"
+export const MAP_PAGE_HEADER = 16;
+/** Each entry is two 32-bit masks: sub-blocks present here, sub-blocks reading as zero. */
+export const MAP_ENTRY_SIZE = 8;
+export const MAP_ENTRIES_PER_PAGE = (MAP_PAGE_SIZE - MAP_PAGE_HEADER) / MAP_ENTRY_SIZE; // 510
+export const MAP_SLOT_STRIDE = 2 * MAP_PAGE_SIZE;
+
+/** Sub-blocks per block: the copy-on-write granularity inside a block (a power of two, 1..32). */
+export const MAX_SUB_BLOCKS = 32;
+/** Sub-blocks are never smaller than this, whatever the block size. */
+export const MIN_SUB_BLOCK_SIZE = 4096;
+
+/** The default: 4 KiB sub-blocks (the page size every client writes in), at most 32 per block. */
+export function defaultSubBlocks(blockSize: number): number {
+  return Math.max(1, Math.min(MAX_SUB_BLOCKS, blockSize / MIN_SUB_BLOCK_SIZE));
+}
+
+/** Snapshot header field offsets (see docs/FORMAT.md, "Snapshot layer"). */
+export const SnapshotHeader = {
+  MAGIC: 0,
+  VERSION: 8,
+  INCOMPAT: 12,
+  VIRTUAL_SIZE: 16,
+  BLOCK_SIZE: 24,
+  DIR_PAGES: 28,
+  DIR_OFFSET: 32,
+  DIR_CRC: 40,
+  STORED_BLOCKS: 44,
+  LAYER_DIGEST: 48,
+  CREATED_NS: 80,
+  DATA_BYTES: 88,
+  ENTRIES_PER_PAGE: 96,
+} as const;
+
+/** Block table: pages of 1024 entries of 48 bytes after a 16-byte page header. */
+export const TABLE_ENTRIES_PER_PAGE = 1024;
+export const TABLE_PAGE_MAGIC = 0x50534443; // "CDSP"
+export const TABLE_PAGE_HEADER = 16;
+export const TABLE_ENTRY_SIZE = 48;
+export const TABLE_PAGE_SIZE = TABLE_PAGE_HEADER + TABLE_ENTRIES_PER_PAGE * TABLE_ENTRY_SIZE;
+/** Directory entry: page offset (0 = every block of the page is absent), page CRC, blocks stored. */
+export const DIR_ENTRY_SIZE = 16;
+
+export const BlockKind = {
+  /** Not in this layer: read the parent. */
+  ABSENT: 0,
+  /** Reads as zeros (hides the parent); nothing stored. */
+  ZERO: 1,
+  /** Stored as is: `stored_len` == block size. */
+  RAW: 2,
+  /** Stored lz4-compressed (lz4 block format with a 4-byte little-endian size prefix). */
+  LZ4: 3,
+} as const;
+
+/** Uncompressed blocks start on this boundary so that partial reads are page-aligned. */
+export const RAW_BLOCK_ALIGN = 4096;
+/** lz4 is kept only when it saves at least this fraction of the block. */
+export const LZ4_MIN_SAVING = 1 / 16;
+
+/** Prefix of the SHA-256 input that makes a snapshot's layer digest (see docs/FORMAT.md). */
+export const LAYER_DIGEST_PREFIX = Buffer.from('cowdisk-layer-v1\0', 'latin1');
+
+export function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+export function blockCount(size: number, blockSize: number): number {
+  return Math.ceil(size / blockSize);
+}
+
+export function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}

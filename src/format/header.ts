@@ -1,0 +1,282 @@
+/**
+ * Header codecs for the overlay and the snapshot layer, and the parent reference both carry.
+ *
+ * A decoder trusts nothing: magic, version and CRC are checked first (in that order, so the error
+ * says the most useful thing: "not a cowdisk file" before "damaged"), then every field is checked
+ * against its bounds and against the others. What comes out is safe to compute offsets with.
+ */
+import { zlibCrc32 } from './crc.js';
+import {
+  FORMAT_VERSION,
+  HEADER_CRC_OFFSET,
+  HEADER_SIZE,
+  MAGIC_LENGTH,
+  MAP_ENTRIES_PER_PAGE,
+  MAP_SLOT_STRIDE,
+  MAX_BLOCK_SIZE,
+  MAX_BLOCKS,
+  MAX_PARENT_PATH,
+  MAX_SUB_BLOCKS,
+  MIN_BLOCK_SIZE,
+  MIN_SUB_BLOCK_SIZE,
+  OVERLAY_MAGIC,
+  OverlayHeader,
+  PARENT_PATH_OFFSET,
+  PARENT_REF_OFFSET,
+  ParentKind,
+  SNAPSHOT_MAGIC,
+  SnapshotHeader,
+  TABLE_ENTRIES_PER_PAGE,
+  blockCount,
+  isPowerOfTwo,
+} from './constants.js';
+import { CowdiskError, ErrorCode } from '../errors.js';
+
+export type ParentRef =
+  | { kind: 'none' }
+  /** A raw base: its size and a cheap fingerprint (inode, modification time). */
+  | { kind: 'raw'; path: string; size: number; ino: number; mtimeNs: bigint }
+  /** A sealed snapshot: its size and layer digest. */
+  | { kind: 'snapshot'; path: string; size: number; digest: Buffer };
+
+export interface OverlayHeaderFields {
+  generation: bigint;
+  dirty: boolean;
+  size: number;
+  blockSize: number;
+  subBlocks: number;
+  mapPages: number;
+  mapOffset: number;
+  dataOffset: number;
+  uuid: Buffer;
+  createdNs: bigint;
+  parent: ParentRef;
+}
+
+export interface SnapshotHeaderFields {
+  size: number;
+  blockSize: number;
+  dirPages: number;
+  dirOffset: number;
+  dirCrc: number;
+  storedBlocks: number;
+  dataBytes: number;
+  layerDigest: Buffer;
+  createdNs: bigint;
+  parent: ParentRef;
+}
+
+function corrupt(path: string, what: string): CowdiskError {
+  return new CowdiskError(
+    ErrorCode.CORRUPT,
+    `${path}: the header is damaged (${what}). Restore the file from a copy; \`cowdisk check\` tells what else is affected.`,
+    { path },
+  );
+}
+
+/** Checks geometry shared by both kinds: sizes and block size within bounds. */
+export function validateGeometry(size: number, blockSize: number, path: string): void {
+  if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
+    throw corrupt(path, `block size ${blockSize} is not a power of two from 4 KiB to 2 MiB`);
+  }
+  if (!Number.isSafeInteger(size) || size <= 0 || blockCount(size, blockSize) > MAX_BLOCKS) {
+    throw corrupt(path, `virtual size ${size} is outside 1 byte .. ${MAX_BLOCKS} blocks`);
+  }
+}
+
+function readU64(buf: Buffer, offset: number, path: string, field: string): number {
+  const v = buf.readBigUInt64LE(offset);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(path, `${field} ${v} is out of range`);
+  return Number(v);
+}
+
+/** What the first bytes of a file say it is, without trusting anything else. */
+export function sniffKind(first: Buffer): 'overlay' | 'snapshot' | undefined {
+  const magic = first.subarray(0, MAGIC_LENGTH);
+  if (magic.equals(OVERLAY_MAGIC)) return 'overlay';
+  if (magic.equals(SNAPSHOT_MAGIC)) return 'snapshot';
+  return undefined;
+}
+
+/** Magic, version and CRC, checked in the order that gives the most useful error. */
+function checkEnvelope(buf: Buffer, magic: Buffer, what: string, path: string): void {
+  if (buf.length < HEADER_SIZE || !buf.subarray(0, MAGIC_LENGTH).equals(magic)) {
+    throw new CowdiskError(ErrorCode.BAD_MAGIC, `${path} is not a cowdisk ${what} (its first bytes are not the ${what} magic).`, {
+      path,
+    });
+  }
+  const version = buf.readUInt32LE(8);
+  const incompat = buf.readUInt32LE(12);
+  if (version !== FORMAT_VERSION || incompat !== 0) {
+    throw new CowdiskError(
+      ErrorCode.BAD_VERSION,
+      `${path} is a cowdisk ${what} of format version ${version} (features ${incompat}); this cowdisk reads version ${FORMAT_VERSION}. Use a newer cowdisk.`,
+      { path },
+    );
+  }
+  if (zlibCrc32(buf.subarray(0, HEADER_CRC_OFFSET)) !== buf.readUInt32LE(HEADER_CRC_OFFSET)) {
+    throw corrupt(path, 'header checksum mismatch');
+  }
+}
+
+function sealHeader(buf: Buffer): Buffer {
+  buf.writeUInt32LE(zlibCrc32(buf.subarray(0, HEADER_CRC_OFFSET)), HEADER_CRC_OFFSET);
+  return buf;
+}
+
+function encodeParent(buf: Buffer, parent: ParentRef): void {
+  if (parent.kind === 'none') return;
+  const pathBytes = Buffer.from(parent.path, 'utf8');
+  if (pathBytes.length === 0 || pathBytes.length > MAX_PARENT_PATH) {
+    throw new CowdiskError(
+      ErrorCode.INVALID_ARGUMENT,
+      `the parent path ${parent.path} is ${pathBytes.length} bytes; cowdisk records at most ${MAX_PARENT_PATH}. Move the files closer together.`,
+    );
+  }
+  const o = PARENT_REF_OFFSET;
+  buf.writeUInt32LE(parent.kind === 'raw' ? ParentKind.RAW : ParentKind.SNAPSHOT, o);
+  buf.writeUInt32LE(pathBytes.length, o + 4);
+  buf.writeBigUInt64LE(BigInt(parent.size), o + 8);
+  if (parent.kind === 'raw') {
+    buf.writeBigUInt64LE(BigInt(parent.ino), o + 16);
+    buf.writeBigUInt64LE(parent.mtimeNs, o + 24);
+  } else {
+    parent.digest.copy(buf, o + 32);
+  }
+  pathBytes.copy(buf, PARENT_PATH_OFFSET);
+}
+
+function decodeParent(buf: Buffer, path: string): ParentRef {
+  const o = PARENT_REF_OFFSET;
+  const kind = buf.readUInt32LE(o);
+  if (kind === ParentKind.NONE) return { kind: 'none' };
+  const pathLength = buf.readUInt32LE(o + 4);
+  if (pathLength === 0 || pathLength > MAX_PARENT_PATH) throw corrupt(path, `parent path length ${pathLength}`);
+  const parentPath = buf.toString('utf8', PARENT_PATH_OFFSET, PARENT_PATH_OFFSET + pathLength);
+  if (parentPath.includes('\0')) throw corrupt(path, 'parent path contains a NUL byte');
+  const size = readU64(buf, o + 8, path, 'parent size');
+  if (kind === ParentKind.RAW) {
+    return { kind: 'raw', path: parentPath, size, ino: readU64(buf, o + 16, path, 'parent inode'), mtimeNs: buf.readBigUInt64LE(o + 24) };
+  }
+  if (kind === ParentKind.SNAPSHOT) {
+    return { kind: 'snapshot', path: parentPath, size, digest: Buffer.from(buf.subarray(o + 32, o + 64)) };
+  }
+  throw corrupt(path, `unknown parent kind ${kind}`);
+}
+
+/** The overlay layout that follows from its geometry; the header must agree with it. */
+export function overlayLayout(size: number, blockSize: number): { mapPages: number; mapOffset: number; dataOffset: number } {
+  const blocks = blockCount(size, blockSize);
+  const mapPages = Math.ceil(blocks / MAP_ENTRIES_PER_PAGE);
+  const mapOffset = 2 * HEADER_SIZE;
+  const mapEnd = mapOffset + mapPages * MAP_SLOT_STRIDE;
+  return { mapPages, mapOffset, dataOffset: Math.ceil(mapEnd / blockSize) * blockSize };
+}
+
+export function encodeOverlayHeader(h: OverlayHeaderFields): Buffer {
+  const buf = Buffer.alloc(HEADER_SIZE);
+  OVERLAY_MAGIC.copy(buf, OverlayHeader.MAGIC);
+  buf.writeUInt32LE(FORMAT_VERSION, OverlayHeader.VERSION);
+  buf.writeBigUInt64LE(h.generation, OverlayHeader.GENERATION);
+  buf.writeUInt32LE(h.dirty ? 1 : 0, OverlayHeader.FLAGS);
+  buf.writeUInt32LE(h.subBlocks, OverlayHeader.SUB_BLOCKS);
+  buf.writeBigUInt64LE(BigInt(h.size), OverlayHeader.VIRTUAL_SIZE);
+  buf.writeUInt32LE(h.blockSize, OverlayHeader.BLOCK_SIZE);
+  buf.writeUInt32LE(h.mapPages, OverlayHeader.MAP_PAGES);
+  buf.writeBigUInt64LE(BigInt(h.mapOffset), OverlayHeader.MAP_OFFSET);
+  buf.writeBigUInt64LE(BigInt(h.dataOffset), OverlayHeader.DATA_OFFSET);
+  h.uuid.copy(buf, OverlayHeader.UUID);
+  buf.writeBigUInt64LE(h.createdNs, OverlayHeader.CREATED_NS);
+  buf.writeUInt32LE(MAP_ENTRIES_PER_PAGE, OverlayHeader.ENTRIES_PER_PAGE);
+  encodeParent(buf, h.parent);
+  return sealHeader(buf);
+}
+
+export function decodeOverlayHeader(buf: Buffer, path: string): OverlayHeaderFields {
+  checkEnvelope(buf, OVERLAY_MAGIC, 'overlay', path);
+  const flags = buf.readUInt32LE(OverlayHeader.FLAGS);
+  if (flags & ~1) throw corrupt(path, `unknown flags ${flags}`);
+  const size = readU64(buf, OverlayHeader.VIRTUAL_SIZE, path, 'virtual size');
+  const blockSize = buf.readUInt32LE(OverlayHeader.BLOCK_SIZE);
+  validateGeometry(size, blockSize, path);
+  const subBlocks = buf.readUInt32LE(OverlayHeader.SUB_BLOCKS);
+  if (!isPowerOfTwo(subBlocks) || subBlocks > MAX_SUB_BLOCKS || blockSize / subBlocks < MIN_SUB_BLOCK_SIZE) {
+    throw corrupt(path, `${subBlocks} sub-blocks per ${blockSize}-byte block`);
+  }
+  if (buf.readUInt32LE(OverlayHeader.ENTRIES_PER_PAGE) !== MAP_ENTRIES_PER_PAGE) {
+    throw corrupt(path, 'state map page geometry');
+  }
+  const layout = overlayLayout(size, blockSize);
+  const mapPages = buf.readUInt32LE(OverlayHeader.MAP_PAGES);
+  const mapOffset = readU64(buf, OverlayHeader.MAP_OFFSET, path, 'map offset');
+  const dataOffset = readU64(buf, OverlayHeader.DATA_OFFSET, path, 'data offset');
+  if (mapPages !== layout.mapPages || mapOffset !== layout.mapOffset || dataOffset !== layout.dataOffset) {
+    throw corrupt(path, 'state map or data region placement does not match the geometry');
+  }
+  return {
+    generation: buf.readBigUInt64LE(OverlayHeader.GENERATION),
+    dirty: (flags & 1) !== 0,
+    size,
+    blockSize,
+    subBlocks,
+    mapPages,
+    mapOffset,
+    dataOffset,
+    uuid: Buffer.from(buf.subarray(OverlayHeader.UUID, OverlayHeader.UUID + 16)),
+    createdNs: buf.readBigUInt64LE(OverlayHeader.CREATED_NS),
+    parent: decodeParent(buf, path),
+  };
+}
+
+export function encodeSnapshotHeader(h: SnapshotHeaderFields): Buffer {
+  const buf = Buffer.alloc(HEADER_SIZE);
+  SNAPSHOT_MAGIC.copy(buf, SnapshotHeader.MAGIC);
+  buf.writeUInt32LE(FORMAT_VERSION, SnapshotHeader.VERSION);
+  buf.writeBigUInt64LE(BigInt(h.size), SnapshotHeader.VIRTUAL_SIZE);
+  buf.writeUInt32LE(h.blockSize, SnapshotHeader.BLOCK_SIZE);
+  buf.writeUInt32LE(h.dirPages, SnapshotHeader.DIR_PAGES);
+  buf.writeBigUInt64LE(BigInt(h.dirOffset), SnapshotHeader.DIR_OFFSET);
+  buf.writeUInt32LE(h.dirCrc, SnapshotHeader.DIR_CRC);
+  buf.writeUInt32LE(h.storedBlocks, SnapshotHeader.STORED_BLOCKS);
+  h.layerDigest.copy(buf, SnapshotHeader.LAYER_DIGEST);
+  buf.writeBigUInt64LE(h.createdNs, SnapshotHeader.CREATED_NS);
+  buf.writeBigUInt64LE(BigInt(h.dataBytes), SnapshotHeader.DATA_BYTES);
+  buf.writeUInt32LE(TABLE_ENTRIES_PER_PAGE, SnapshotHeader.ENTRIES_PER_PAGE);
+  encodeParent(buf, h.parent);
+  return sealHeader(buf);
+}
+
+export function decodeSnapshotHeader(buf: Buffer, path: string, fileSize: number): SnapshotHeaderFields {
+  checkEnvelope(buf, SNAPSHOT_MAGIC, 'snapshot layer', path);
+  const size = readU64(buf, SnapshotHeader.VIRTUAL_SIZE, path, 'virtual size');
+  const blockSize = buf.readUInt32LE(SnapshotHeader.BLOCK_SIZE);
+  validateGeometry(size, blockSize, path);
+  if (buf.readUInt32LE(SnapshotHeader.ENTRIES_PER_PAGE) !== TABLE_ENTRIES_PER_PAGE) {
+    throw corrupt(path, 'block table page geometry');
+  }
+  const dirPages = buf.readUInt32LE(SnapshotHeader.DIR_PAGES);
+  if (dirPages !== Math.ceil(blockCount(size, blockSize) / TABLE_ENTRIES_PER_PAGE)) {
+    throw corrupt(path, `directory of ${dirPages} pages for ${blockCount(size, blockSize)} blocks`);
+  }
+  const dirOffset = readU64(buf, SnapshotHeader.DIR_OFFSET, path, 'directory offset');
+  if (dirOffset < HEADER_SIZE || dirOffset + dirPages * 16 > fileSize) {
+    throw new CowdiskError(
+      ErrorCode.TRUNCATED,
+      `${path} is truncated: its block directory should end at byte ${dirOffset + dirPages * 16} but the file has ${fileSize} bytes. Restore it from a copy.`,
+      { path },
+    );
+  }
+  const storedBlocks = buf.readUInt32LE(SnapshotHeader.STORED_BLOCKS);
+  return {
+    size,
+    blockSize,
+    dirPages,
+    dirOffset,
+    dirCrc: buf.readUInt32LE(SnapshotHeader.DIR_CRC),
+    storedBlocks,
+    dataBytes: readU64(buf, SnapshotHeader.DATA_BYTES, path, 'data bytes'),
+    layerDigest: Buffer.from(buf.subarray(SnapshotHeader.LAYER_DIGEST, SnapshotHeader.LAYER_DIGEST + 32)),
+    createdNs: buf.readBigUInt64LE(SnapshotHeader.CREATED_NS),
+    parent: decodeParent(buf, path),
+  };
+}

@@ -1,0 +1,241 @@
+/**
+ * The overlay's per-block state map.
+ *
+ * Each block has two 32-bit masks over its sub-blocks: `present` (the bytes are in this overlay)
+ * and `zero` (the bytes read as zeros, hiding the parent: the block-level whiteout). A sub-block
+ * in neither mask is absent and is read from the parent. Both bits set is never valid.
+ *
+ * On disk the map is a run of 4 KiB pages of 510 entries. Every page has two slots; a page is
+ * written to the slot that does not hold its last durable version, with the next generation number
+ * and a CRC, so a write torn by a power cut leaves the previous version readable. A page never
+ * written is a hole: all zeros, which reads as "every block absent".
+ *
+ * Durability rule (DESIGN.md): the map must never reach the disk before the data it points to.
+ * So masks change in memory only after the data write they describe has completed, and a flush
+ * first takes a copy of the dirty pages, then syncs the data, then writes the copies and syncs
+ * again. Changes made while a flush runs stay dirty for the next one.
+ *
+ * Memory: nothing is read at open. A page is loaded the first time one of its blocks is touched
+ * and then kept (4 KiB of masks per 510 blocks touched: 128 MiB for every page of a 1 TiB disk at
+ * 64 KiB blocks, 0 for a disk nobody wrote to).
+ */
+import { CowdiskError, ErrorCode } from '../errors.js';
+import type { BlockFile } from '../io/file.js';
+import { MAP_ENTRIES_PER_PAGE, MAP_PAGE_HEADER, MAP_PAGE_MAGIC, MAP_PAGE_SIZE, MAP_SLOT_STRIDE } from './constants.js';
+import { zlibCrc32 } from './crc.js';
+
+export class MapPage {
+  /** Interleaved masks: [present0, zero0, present1, zero1, ...]. */
+  readonly masks = new Uint32Array(2 * MAP_ENTRIES_PER_PAGE);
+  /** Generation of the version last made durable (0: never written). */
+  durableGen = 0;
+  dirty = false;
+
+  constructor(readonly index: number) {}
+
+  present(slot: number): number {
+    return this.masks[2 * slot];
+  }
+
+  zero(slot: number): number {
+    return this.masks[2 * slot + 1];
+  }
+
+  set(slot: number, present: number, zero: number): void {
+    this.masks[2 * slot] = present;
+    this.masks[2 * slot + 1] = zero;
+    this.dirty = true;
+  }
+}
+
+export type SlotState = { kind: 'empty' } | { kind: 'valid'; gen: number; masks: Uint32Array } | { kind: 'invalid'; why: string };
+
+/** A page version ready to be written: made by `collectDirty`, applied by `commit`. */
+export interface PendingPage {
+  page: MapPage;
+  gen: number;
+  bytes: Buffer;
+}
+
+export class StateMap {
+  private readonly pages = new Map<number, MapPage>();
+  private readonly loading = new Map<number, Promise<MapPage>>();
+  readonly fullMask: number;
+
+  constructor(
+    private readonly file: BlockFile,
+    readonly mapOffset: number,
+    readonly pageCount: number,
+    readonly blocks: number,
+    readonly subBlocks: number,
+  ) {
+    this.fullMask = subBlocks === 32 ? 0xffffffff : (1 << subBlocks) - 1;
+  }
+
+  /** The page holding `block`, if it is in memory (the hot path: no promise). */
+  loaded(block: number): MapPage | undefined {
+    return this.pages.get(Math.floor(block / MAP_ENTRIES_PER_PAGE));
+  }
+
+  /** The page holding `block`, loading it from disk the first time. */
+  page(block: number): MapPage | Promise<MapPage> {
+    const index = Math.floor(block / MAP_ENTRIES_PER_PAGE);
+    const page = this.pages.get(index);
+    if (page) return page;
+    let pending = this.loading.get(index);
+    if (!pending) {
+      pending = this.load(index).finally(() => this.loading.delete(index));
+      this.loading.set(index, pending);
+    }
+    return pending;
+  }
+
+  async pageAsync(block: number): Promise<MapPage> {
+    return this.page(block);
+  }
+
+  private async load(index: number): Promise<MapPage> {
+    const slots = await this.readSlots(index);
+    const chosen = chooseSlot(slots);
+    if (!chosen) {
+      const first = index * MAP_ENTRIES_PER_PAGE;
+      throw new CowdiskError(
+        ErrorCode.CORRUPT,
+        `${this.file.path}: state map page ${index} (blocks ${first}..${first + MAP_ENTRIES_PER_PAGE - 1}) is damaged in both copies (${describe(slots)}). Run \`cowdisk check --repair\` to reset it (those blocks will read from the parent).`,
+        { path: this.file.path, block: first },
+      );
+    }
+    const page = new MapPage(index);
+    if (chosen.kind === 'valid') {
+      page.masks.set(chosen.masks);
+      page.durableGen = chosen.gen;
+    }
+    this.pages.set(index, page);
+    return page;
+  }
+
+  /** Reads and decodes both slots of a page (also used by `check`). */
+  async readSlots(index: number): Promise<[SlotState, SlotState]> {
+    const raw = Buffer.alloc(MAP_SLOT_STRIDE);
+    const n = await this.file.read(raw, this.mapOffset + index * MAP_SLOT_STRIDE);
+    if (n < raw.length) raw.fill(0, n);
+    return [this.decodeSlot(raw.subarray(0, MAP_PAGE_SIZE), index), this.decodeSlot(raw.subarray(MAP_PAGE_SIZE), index)];
+  }
+
+  decodeSlot(bytes: Buffer, index: number): SlotState {
+    const magic = bytes.readUInt32LE(0);
+    if (magic === 0 && isAllZero(bytes)) return { kind: 'empty' };
+    if (magic !== MAP_PAGE_MAGIC) return { kind: 'invalid', why: 'bad magic' };
+    if (zlibCrc32(bytes.subarray(8)) !== bytes.readUInt32LE(4)) return { kind: 'invalid', why: 'checksum mismatch' };
+    if (bytes.readUInt32LE(8) !== index) return { kind: 'invalid', why: `holds page ${bytes.readUInt32LE(8)}` };
+    const gen = bytes.readUInt32LE(12);
+    const masks = new Uint32Array(2 * MAP_ENTRIES_PER_PAGE);
+    const first = index * MAP_ENTRIES_PER_PAGE;
+    for (let slot = 0; slot < MAP_ENTRIES_PER_PAGE; slot++) {
+      const present = bytes.readUInt32LE(MAP_PAGE_HEADER + 8 * slot);
+      const zero = bytes.readUInt32LE(MAP_PAGE_HEADER + 8 * slot + 4);
+      if ((present | zero) === 0) continue;
+      if (first + slot >= this.blocks) return { kind: 'invalid', why: `entry for block ${first + slot} past the end` };
+      if ((present & zero) !== 0 || ((present | zero) & ~this.fullMask) !== 0) {
+        return { kind: 'invalid', why: `entry for block ${first + slot} has impossible masks` };
+      }
+      masks[2 * slot] = present;
+      masks[2 * slot + 1] = zero;
+    }
+    return { kind: 'valid', gen, masks };
+  }
+
+  /** Copies every dirty page into the bytes of its next version and marks it clean. */
+  collectDirty(): PendingPage[] {
+    const out: PendingPage[] = [];
+    for (const page of this.pages.values()) {
+      if (!page.dirty) continue;
+      page.dirty = false;
+      const gen = page.durableGen + 1;
+      out.push({ page, gen, bytes: encodePage(page, gen) });
+    }
+    return out;
+  }
+
+  /** Writes collected versions, each to the slot not holding the page's durable version. */
+  async writePending(pending: PendingPage[]): Promise<void> {
+    for (const p of pending) {
+      await this.file.write(p.bytes, slotOffset(this.mapOffset, p.page.index, p.gen));
+    }
+  }
+
+  /** After the writes are synced: they are the durable versions now. */
+  commit(pending: PendingPage[]): void {
+    for (const p of pending) p.page.durableGen = Math.max(p.page.durableGen, p.gen);
+  }
+
+  /**
+   * A page written for the first time has one valid copy beside an empty slot, and "one empty,
+   * one damaged" must only ever mean a torn first write. So its content is also written to the
+   * other slot as the next generation. That copy needs no sync of its own: if it is lost the first
+   * copy stands, and the next flush syncs the file before it overwrites the first copy's slot.
+   */
+  async writeMirrors(committed: PendingPage[]): Promise<void> {
+    for (const p of committed) {
+      if (p.gen !== 1 || p.page.durableGen !== 1) continue;
+      const mirror = Buffer.from(p.bytes);
+      mirror.writeUInt32LE(2, 12);
+      mirror.writeUInt32LE(zlibCrc32(mirror.subarray(8)), 4);
+      await this.file.write(mirror, slotOffset(this.mapOffset, p.page.index, 2));
+      p.page.durableGen = 2;
+    }
+  }
+
+  /** A failed flush: the pages must be written again next time. */
+  requeue(pending: PendingPage[]): void {
+    for (const p of pending) p.page.dirty = true;
+  }
+
+  /** Puts a page in memory with given masks (repair), marked dirty. */
+  replace(index: number, masks: Uint32Array | undefined, durableGen: number): MapPage {
+    const page = new MapPage(index);
+    if (masks) page.masks.set(masks);
+    page.durableGen = durableGen;
+    page.dirty = true;
+    this.pages.set(index, page);
+    return page;
+  }
+
+  hasDirty(): boolean {
+    for (const page of this.pages.values()) if (page.dirty) return true;
+    return false;
+  }
+}
+
+export function slotOffset(mapOffset: number, index: number, gen: number): number {
+  return mapOffset + index * MAP_SLOT_STRIDE + (gen % 2) * MAP_PAGE_SIZE;
+}
+
+export function encodePage(page: MapPage, gen: number): Buffer {
+  const bytes = Buffer.alloc(MAP_PAGE_SIZE);
+  bytes.writeUInt32LE(MAP_PAGE_MAGIC, 0);
+  bytes.writeUInt32LE(page.index, 8);
+  bytes.writeUInt32LE(gen, 12);
+  for (let i = 0; i < page.masks.length; i++) bytes.writeUInt32LE(page.masks[i], MAP_PAGE_HEADER + 4 * i);
+  bytes.writeUInt32LE(zlibCrc32(bytes.subarray(8)), 4);
+  return bytes;
+}
+
+/** The slot to believe: the valid one with the higher generation, else empty, else none. */
+export function chooseSlot(slots: [SlotState, SlotState]): SlotState | undefined {
+  const valid = slots.filter((s): s is Extract<SlotState, { kind: 'valid' }> => s.kind === 'valid');
+  if (valid.length === 2) return valid[0].gen >= valid[1].gen ? valid[0] : valid[1];
+  if (valid.length === 1) return valid[0];
+  if (slots.some((s) => s.kind === 'empty')) return { kind: 'empty' };
+  return undefined;
+}
+
+function describe(slots: [SlotState, SlotState]): string {
+  return slots.map((s, i) => `copy ${i}: ${s.kind === 'invalid' ? s.why : s.kind}`).join(', ');
+}
+
+const ZERO_PAGE = Buffer.alloc(MAP_PAGE_SIZE);
+
+function isAllZero(bytes: Buffer): boolean {
+  return bytes.equals(ZERO_PAGE);
+}

@@ -1,0 +1,432 @@
+/**
+ * The writable top of a chain: an overlay file over a parent device (or none).
+ *
+ * Reads split the range into runs by where the bytes are: here (present sub-blocks: one pread per
+ * run, since blocks sit at fixed, contiguous places in the overlay), zero (zero sub-blocks: a
+ * fill), or below (absent: one read of the parent per run).
+ *
+ * Writes:
+ * - The fast path: every sub-block the write touches is already present. The bytes go straight
+ *   to their place in the file, with no lock and no state change: a rewrite costs one pwrite.
+ * - Otherwise the blocks are locked and the write becomes one pwrite of [head fill | data | tail
+ *   fill], where a fill is the rest of a partially written sub-block that is not present yet,
+ *   read from below (or zeros). A write covering whole sub-blocks never reads the parent. Only
+ *   when the data is written do the sub-blocks become present in the state map.
+ * - Zero and trim set the zero state of whole sub-blocks (the whiteout that hides the parent) and
+ *   punch the file's hole where data was; partial sub-blocks at the ends are written with zeros.
+ *   With no parent, "absent" already reads as zeros, so no whiteout is recorded.
+ *
+ * Flush follows the durability contract: copy the dirty map pages, sync the data, write the
+ * copies, sync again (see state-map.ts). The first change after an open marks the header dirty;
+ * a clean close clears the mark.
+ */
+import { CowdiskError, ErrorCode } from '../errors.js';
+import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
+import type { OverlayFile } from '../format/overlay.js';
+import type { MapPage } from '../format/state-map.js';
+import { BlockLocks } from './block-locks.js';
+import type { BlockDevice, Capabilities, Extent, LayerInfo, WriteOptions, ZeroOptions } from './device.js';
+
+export const OVERLAY_CAPABILITIES: Capabilities = Object.freeze({
+  writable: true,
+  flush: true,
+  fua: true,
+  trim: true,
+  zero: true,
+  fastZero: true,
+  extents: true,
+  multiConn: true,
+});
+
+/** Where a run of bytes comes from. */
+const enum Source {
+  Here = 0,
+  Zero = 1,
+  Below = 2,
+}
+
+/** Blocks handled per lock acquisition by zero/trim over long ranges, to bound memory and latency. */
+const ZERO_CHUNK_BLOCKS = 256;
+const ZERO_BUFFER = Buffer.alloc(1024 * 1024);
+
+export class OverlayDevice implements BlockDevice {
+  readonly size: number;
+  readonly blockSize: number;
+  readonly capabilities: Capabilities;
+  readonly chain: readonly LayerInfo[];
+  private readonly subBlockSize: number;
+  private readonly locks = new BlockLocks();
+  private dirtying: Promise<void> | undefined;
+  private unsynced = false;
+  private flushing: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    readonly overlay: OverlayFile,
+    readonly parent: BlockDevice | null,
+    readonly readOnly: boolean,
+  ) {
+    this.size = overlay.header.size;
+    this.blockSize = overlay.header.blockSize;
+    this.subBlockSize = overlay.subBlockSize;
+    this.capabilities = readOnly ? { ...OVERLAY_CAPABILITIES, writable: false, flush: false, fua: false, trim: false, zero: false, fastZero: false } : OVERLAY_CAPABILITIES;
+    this.chain = [{ kind: 'overlay', path: overlay.path, identity: `uuid:${overlay.header.uuid.toString('hex')}` }, ...(parent?.chain ?? [])];
+  }
+
+  private page(block: number): MapPage | Promise<MapPage> {
+    return this.overlay.map.loaded(block) ?? this.overlay.map.page(block);
+  }
+
+  /** Mask of the sub-blocks of a block that [from, to) (offsets within the block) touches. */
+  private bits(from: number, to: number): number {
+    const lo = Math.floor(from / this.subBlockSize);
+    const hi = Math.floor((to - 1) / this.subBlockSize);
+    const upTo = hi === 31 ? 0xffffffff : (1 << (hi + 1)) - 1;
+    return (upTo & ~((1 << lo) - 1)) >>> 0;
+  }
+
+  /** The source at `pos` in block `block` (entry p/z) and the end of that run within the block. */
+  private classify(p: number, z: number, blockStart: number, pos: number, end: number): [Source, number] {
+    const full = this.overlay.map.fullMask;
+    const blockEnd = Math.min(end, blockStart + this.blockSize);
+    if ((p | z) === 0) return [Source.Below, blockEnd];
+    if (p === full) return [Source.Here, blockEnd];
+    if (z === full) return [Source.Zero, blockEnd];
+    const sbs = this.subBlockSize;
+    let sub = Math.floor((pos - blockStart) / sbs);
+    const source = sourceOf(p, z, sub);
+    let until = blockStart + (sub + 1) * sbs;
+    while (until < blockEnd && sourceOf(p, z, sub + 1) === source) {
+      sub++;
+      until += sbs;
+    }
+    return [source, Math.min(until, blockEnd)];
+  }
+
+  async read(buf: Buffer, offset: number): Promise<void> {
+    this.checkOpen();
+    const end = offset + buf.length;
+    const bs = this.blockSize;
+    let pos = offset;
+    let runSource = -1;
+    let runStart = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const page = this.overlay.map.loaded(block) ?? (await this.overlay.map.page(block));
+      const slot = block % MAP_ENTRIES_PER_PAGE;
+      const [source, until] = this.classify(page.present(slot), page.zero(slot), block * bs, pos, end);
+      if (source !== runSource) {
+        if (runSource !== -1) await this.readRun(runSource, buf.subarray(runStart - offset, pos - offset), runStart);
+        runSource = source;
+        runStart = pos;
+      }
+      pos = until;
+    }
+    await this.readRun(runSource, buf.subarray(runStart - offset), runStart);
+  }
+
+  private async readRun(source: number, view: Buffer, at: number): Promise<void> {
+    if (source === Source.Here) {
+      const n = await this.overlay.file.read(view, this.overlay.dataPos(0, at));
+      if (n < view.length) view.fill(0, n);
+    } else if (source === Source.Below && this.parent) {
+      await this.parent.read(view, at);
+    } else {
+      view.fill(0);
+    }
+  }
+
+  async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
+    this.checkWritable();
+    if (!this.overlay.header.dirty) await this.markDirty();
+    if (!this.allPresent(offset, offset + buf.length)) await this.copyOnWrite(buf, offset);
+    else await this.overlay.file.write(buf, this.overlay.dataPos(0, offset));
+    this.unsynced = true;
+    if (options?.fua) await this.flush();
+  }
+
+  /** True when every sub-block [from, to) touches is present and its map page is in memory. */
+  private allPresent(from: number, to: number): boolean {
+    const bs = this.blockSize;
+    const last = Math.floor((to - 1) / bs);
+    for (let block = Math.floor(from / bs); block <= last; block++) {
+      const page = this.overlay.map.loaded(block);
+      if (!page) return false;
+      const start = block * bs;
+      const need = this.bits(Math.max(from, start) - start, Math.min(to, start + bs) - start);
+      if ((page.present(block % MAP_ENTRIES_PER_PAGE) & need) !== need) return false;
+    }
+    return true;
+  }
+
+  private async copyOnWrite(buf: Buffer, offset: number): Promise<void> {
+    const bs = this.blockSize;
+    const sbs = this.subBlockSize;
+    const end = offset + buf.length;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((end - 1) / bs);
+    const unlock = await this.locks.acquire(first, last);
+    try {
+      const headStart = Math.floor(offset / sbs) * sbs;
+      const tailEnd = Math.ceil(end / sbs) * sbs;
+      const head = await this.fillSource(headStart);
+      const tail = await this.fillSource(tailEnd - sbs);
+      const needHead = offset > headStart && head !== Source.Here;
+      const needTail = tailEnd > end && tail !== Source.Here;
+      const start = needHead ? headStart : offset;
+      const stop = needTail ? tailEnd : end;
+      let out = buf;
+      if (start !== offset || stop !== end) {
+        out = Buffer.allocUnsafe(stop - start);
+        if (needHead) await this.readBelow(head, out.subarray(0, offset - start), start);
+        buf.copy(out, offset - start);
+        if (needTail) await this.readBelow(tail, out.subarray(end - start), end);
+      }
+      await this.overlay.file.write(out, this.overlay.dataPos(0, start));
+      // Only now that the bytes are written may the map say they are here.
+      for (let block = first; block <= last; block++) {
+        const page = await this.page(block);
+        const slot = block % MAP_ENTRIES_PER_PAGE;
+        const blockStart = block * bs;
+        const mask = this.bits(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + bs) - blockStart);
+        page.set(slot, (page.present(slot) | mask) >>> 0, (page.zero(slot) & ~mask) >>> 0);
+      }
+    } finally {
+      unlock();
+    }
+  }
+
+  /** The source of the sub-block starting at `pos` (for a fill). */
+  private async fillSource(pos: number): Promise<Source> {
+    const bs = this.blockSize;
+    const block = Math.floor(pos / bs);
+    const page = await this.page(block);
+    const slot = block % MAP_ENTRIES_PER_PAGE;
+    return sourceOf(page.present(slot), page.zero(slot), Math.floor((pos - block * bs) / this.subBlockSize));
+  }
+
+  /** Reads what lies under a not-present sub-block: zeros, or the parent's bytes (zeros past its end). */
+  private async readBelow(source: Source, view: Buffer, at: number): Promise<void> {
+    if (source === Source.Zero || !this.parent || at >= this.size) {
+      view.fill(0);
+      return;
+    }
+    const inside = Math.min(view.length, this.size - at);
+    await this.parent.read(view.subarray(0, inside), at);
+    view.fill(0, inside);
+  }
+
+  async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
+    this.checkWritable();
+    if (options?.noHole) {
+      if (options.fastZero) {
+        throw new CowdiskError(ErrorCode.UNSUPPORTED, 'zeroing with storage kept allocated means writing zeros, which is not fast.');
+      }
+      for (let at = offset; at < offset + length; at += ZERO_BUFFER.length) {
+        await this.write(ZERO_BUFFER.subarray(0, Math.min(ZERO_BUFFER.length, offset + length - at)), at);
+      }
+    } else {
+      await this.release(offset, length);
+    }
+    if (options?.fua) await this.flush();
+  }
+
+  async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    this.checkWritable();
+    await this.release(offset, length);
+    if (options?.fua) await this.flush();
+  }
+
+  /** Makes [offset, offset+length) read as zeros without storing zeros where whole sub-blocks allow. */
+  private async release(offset: number, length: number): Promise<void> {
+    if (length === 0) return;
+    if (!this.overlay.header.dirty) await this.markDirty();
+    const sbs = this.subBlockSize;
+    const end = offset + length;
+    const innerStart = Math.ceil(offset / sbs) * sbs;
+    const innerEnd = Math.max(innerStart, Math.floor(end / sbs) * sbs);
+    if (innerStart >= end || innerEnd <= offset) {
+      await this.write(ZERO_BUFFER.subarray(0, length), offset);
+      return;
+    }
+    if (offset < innerStart) await this.write(ZERO_BUFFER.subarray(0, innerStart - offset), offset);
+    if (innerEnd < end) await this.write(ZERO_BUFFER.subarray(0, end - innerEnd), innerEnd);
+    const bs = this.blockSize;
+    for (let chunk = innerStart; chunk < innerEnd; chunk += ZERO_CHUNK_BLOCKS * bs) {
+      await this.releaseWhole(chunk, Math.min(innerEnd, chunk + ZERO_CHUNK_BLOCKS * bs));
+    }
+    this.unsynced = true;
+  }
+
+  /** Sets whole sub-blocks [from, to) to zero (or absent, with no parent) and punches their data. */
+  private async releaseWhole(from: number, to: number): Promise<void> {
+    const bs = this.blockSize;
+    const sbs = this.subBlockSize;
+    const first = Math.floor(from / bs);
+    const last = Math.floor((to - 1) / bs);
+    const whiteout = this.parent !== null;
+    const unlock = await this.locks.acquire(first, last);
+    try {
+      const punches: Array<[number, number]> = [];
+      for (let block = first; block <= last; block++) {
+        const page = await this.page(block);
+        const slot = block % MAP_ENTRIES_PER_PAGE;
+        const blockStart = block * bs;
+        const mask = this.bits(Math.max(from, blockStart) - blockStart, Math.min(to, blockStart + bs) - blockStart);
+        const p = page.present(slot);
+        const z = page.zero(slot);
+        const nextP = (p & ~mask) >>> 0;
+        const nextZ = whiteout ? (z | mask) >>> 0 : (z & ~mask) >>> 0;
+        if (nextP !== p || nextZ !== z) page.set(slot, nextP, nextZ);
+        const freed = p & mask;
+        if (freed === 0) continue;
+        if (nextP === 0) {
+          addPunch(punches, this.overlay.dataPos(block), bs);
+          continue;
+        }
+        for (let sub = 0; sub < 32; sub++) {
+          if (freed & (1 << sub)) addPunch(punches, this.overlay.dataPos(block, sub * sbs), sbs);
+        }
+      }
+      for (const [at, len] of punches) await this.overlay.file.punchHole(at, len);
+    } finally {
+      unlock();
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    if (this.readOnly) return;
+    const run = this.flushing.then(() => this.flushOnce());
+    this.flushing = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flushOnce(): Promise<void> {
+    const map = this.overlay.map;
+    if (!this.unsynced && !map.hasDirty()) return;
+    const pending = map.collectDirty();
+    this.unsynced = false;
+    try {
+      await this.overlay.file.sync();
+      if (pending.length > 0) {
+        await map.writePending(pending);
+        await this.overlay.file.sync();
+        map.commit(pending);
+        await map.writeMirrors(pending);
+      }
+    } catch (err) {
+      map.requeue(pending);
+      this.unsynced = true;
+      throw err;
+    }
+  }
+
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    this.checkOpen();
+    const out: Extent[] = [];
+    const push = (e: Extent) => {
+      const last = out[out.length - 1];
+      if (last && last.kind === e.kind && last.layer === e.layer && last.offset + last.length === e.offset) last.length += e.length;
+      else out.push(e);
+    };
+    const end = offset + length;
+    const bs = this.blockSize;
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const page = await this.page(block);
+      const slot = block % MAP_ENTRIES_PER_PAGE;
+      const [source, until] = this.classify(page.present(slot), page.zero(slot), block * bs, pos, end);
+      if (source === Source.Here) push({ offset: pos, length: until - pos, kind: 'data', layer: 0 });
+      else if (source === Source.Zero) push({ offset: pos, length: until - pos, kind: 'zero', layer: 0 });
+      else if (!this.parent) push({ offset: pos, length: until - pos, kind: 'hole', layer: -1 });
+      else {
+        // Gather the whole run of absent blocks so the parent is asked once.
+        let runEnd = until;
+        while (runEnd < end && runEnd % bs === 0) {
+          const next = Math.floor(runEnd / bs);
+          const nextPage = await this.page(next);
+          const nextSlot = next % MAP_ENTRIES_PER_PAGE;
+          if ((nextPage.present(nextSlot) | nextPage.zero(nextSlot)) !== 0) break;
+          runEnd = Math.min(end, runEnd + bs);
+        }
+        for (const e of await this.parent.extents(pos, runEnd - pos)) push({ ...e, layer: e.layer === -1 ? -1 : e.layer + 1 });
+        pos = runEnd;
+        continue;
+      }
+      pos = until;
+    }
+    return out;
+  }
+
+  /** Counts of blocks by state (for info): any present, any zero (and none present), untouched. */
+  async allocation(): Promise<{ present: number; zero: number; bytesPresent: number }> {
+    let present = 0;
+    let zero = 0;
+    let subPresent = 0;
+    for (let block = 0; block < this.overlay.blocks; block += MAP_ENTRIES_PER_PAGE) {
+      const page = await this.page(block);
+      const count = Math.min(MAP_ENTRIES_PER_PAGE, this.overlay.blocks - block);
+      for (let slot = 0; slot < count; slot++) {
+        const p = page.present(slot);
+        if (p !== 0) {
+          present++;
+          subPresent += popcount(p);
+        } else if (page.zero(slot) !== 0) zero++;
+      }
+    }
+    return { present, zero, bytesPresent: subPresent * this.subBlockSize };
+  }
+
+  private markDirty(): Promise<void> {
+    this.dirtying ??= this.overlay.setDirty(true).finally(() => {
+      this.dirtying = undefined;
+    });
+    return this.dirtying;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.readOnly) {
+        await this.flush();
+        await this.overlay.setDirty(false);
+      }
+    } finally {
+      this.closed = true;
+      await this.overlay.close();
+      await this.parent?.close();
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new CowdiskError(ErrorCode.CLOSED, `${this.overlay.path} is closed.`, { path: this.overlay.path });
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.readOnly) {
+      throw new CowdiskError(ErrorCode.READ_ONLY, `${this.overlay.path} was opened read-only.`, { path: this.overlay.path });
+    }
+  }
+}
+
+function sourceOf(p: number, z: number, sub: number): Source {
+  const bit = 1 << sub;
+  if (p & bit) return Source.Here;
+  if (z & bit) return Source.Zero;
+  return Source.Below;
+}
+
+function addPunch(punches: Array<[number, number]>, at: number, length: number): void {
+  const last = punches[punches.length - 1];
+  if (last && last[0] + last[1] === at) last[1] += length;
+  else punches.push([at, length]);
+}
+
+function popcount(n: number): number {
+  let count = 0;
+  for (let v = n >>> 0; v !== 0; v >>>= 1) count += v & 1;
+  return count;
+}

@@ -1,0 +1,202 @@
+/**
+ * The read-only part of a chain: sealed snapshot layers, top first, optionally ending in a raw
+ * base, served as one BlockDevice.
+ *
+ * Reading a block must not cost a walk down the chain. Because sealed layers never change, which
+ * layer serves a block is a fact that can be computed once: the first time a 1024-block page is
+ * touched, the layers are asked top to bottom (a directory lookup per layer; table pages are read
+ * only from layers that hold some of the page's blocks) and the answer, with the block's location
+ * in the serving layer, is kept in a resolution page. After that a read costs the same at depth
+ * 1 or 64. Resolution pages are bounded by an LRU.
+ */
+import { CowdiskError, ErrorCode } from '../errors.js';
+import { BlockKind, TABLE_ENTRIES_PER_PAGE, blockCount } from '../format/constants.js';
+import type { RawFile } from '../format/raw.js';
+import { formatRawIdentity } from '../format/raw.js';
+import { SnapshotFile } from '../format/snapshot.js';
+import type { BlockDevice, Capabilities, Extent, LayerInfo } from './device.js';
+
+export type SealedLayer = SnapshotFile | RawFile;
+
+/** Which layer serves each block of a 1024-block page, and where its bytes are. */
+interface Resolution {
+  /** Index into the chain's layers, or -1 where no layer has the block (reads as zeros). */
+  readonly layer: Int16Array;
+  readonly kind: Uint8Array;
+  readonly offset: Float64Array;
+  readonly length: Uint32Array;
+}
+
+const MAX_RESOLUTIONS = 4096;
+
+export const READ_ONLY_CAPABILITIES: Capabilities = Object.freeze({
+  writable: false,
+  flush: false,
+  fua: false,
+  trim: false,
+  zero: false,
+  fastZero: false,
+  extents: true,
+  multiConn: true,
+});
+
+function readOnlyError(): CowdiskError {
+  return new CowdiskError(ErrorCode.READ_ONLY, 'this image is read-only: a sealed layer is never modified. Clone it to get a writable overlay.');
+}
+
+export class SealedChain implements BlockDevice {
+  readonly capabilities = READ_ONLY_CAPABILITIES;
+  readonly chain: readonly LayerInfo[];
+  private readonly resolutions = new Map<number, Resolution>();
+  private readonly resolving = new Map<number, Promise<Resolution>>();
+  private readonly blocks: number;
+
+  constructor(
+    readonly layers: readonly SealedLayer[],
+    readonly size: number,
+    readonly blockSize: number,
+  ) {
+    this.blocks = blockCount(size, blockSize);
+    this.chain = layers.map((layer): LayerInfo =>
+      layer instanceof SnapshotFile
+        ? { kind: 'snapshot', path: layer.path, identity: layer.digest }
+        : { kind: 'raw', path: layer.path, identity: formatRawIdentity(layer.identity) },
+    );
+  }
+
+  private resolution(pageIndex: number): Resolution | Promise<Resolution> {
+    const hit = this.resolutions.get(pageIndex);
+    if (hit) return hit;
+    let pending = this.resolving.get(pageIndex);
+    if (!pending) {
+      pending = this.resolve(pageIndex).finally(() => this.resolving.delete(pageIndex));
+      this.resolving.set(pageIndex, pending);
+    }
+    return pending;
+  }
+
+  private async resolve(pageIndex: number): Promise<Resolution> {
+    const r: Resolution = {
+      layer: new Int16Array(TABLE_ENTRIES_PER_PAGE).fill(-1),
+      kind: new Uint8Array(TABLE_ENTRIES_PER_PAGE),
+      offset: new Float64Array(TABLE_ENTRIES_PER_PAGE),
+      length: new Uint32Array(TABLE_ENTRIES_PER_PAGE),
+    };
+    const first = pageIndex * TABLE_ENTRIES_PER_PAGE;
+    let unresolved = Math.min(TABLE_ENTRIES_PER_PAGE, this.blocks - first);
+    for (let li = 0; li < this.layers.length && unresolved > 0; li++) {
+      const layer = this.layers[li];
+      if (layer instanceof SnapshotFile) {
+        const page = await layer.page(pageIndex);
+        if (!page) continue;
+        for (let slot = 0; slot < TABLE_ENTRIES_PER_PAGE; slot++) {
+          if (r.layer[slot] !== -1 || page.kinds[slot] === BlockKind.ABSENT) continue;
+          r.layer[slot] = li;
+          r.kind[slot] = page.kinds[slot];
+          r.offset[slot] = page.offsets[slot];
+          r.length[slot] = page.lengths[slot];
+          unresolved--;
+        }
+      } else {
+        for (let slot = 0; slot < TABLE_ENTRIES_PER_PAGE; slot++) {
+          if (r.layer[slot] !== -1) continue;
+          r.layer[slot] = li;
+          r.kind[slot] = BlockKind.RAW;
+          r.offset[slot] = (first + slot) * this.blockSize;
+          r.length[slot] = this.blockSize;
+        }
+        unresolved = 0;
+      }
+    }
+    if (this.resolutions.size >= MAX_RESOLUTIONS) this.resolutions.delete(this.resolutions.keys().next().value as number);
+    this.resolutions.set(pageIndex, r);
+    return r;
+  }
+
+  async read(buf: Buffer, offset: number): Promise<void> {
+    const bs = this.blockSize;
+    const end = offset + buf.length;
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const pageIndex = Math.floor(block / TABLE_ENTRIES_PER_PAGE);
+      const r = this.resolutions.get(pageIndex) ?? (await this.resolution(pageIndex));
+      let slot = block % TABLE_ENTRIES_PER_PAGE;
+      const li = r.layer[slot];
+      const kind = r.kind[slot];
+      const inBlock = pos - block * bs;
+      // Extend the run over following blocks of this page served the same way, contiguously:
+      // uncompressed blocks adjacent in the same file become one read, zeros one fill.
+      let runEnd = Math.min(end, (block + 1) * bs);
+      const zeroish = li === -1 || kind === BlockKind.ZERO;
+      if (zeroish || kind === BlockKind.RAW) {
+        while (runEnd < end && slot + 1 < TABLE_ENTRIES_PER_PAGE) {
+          const next = slot + 1;
+          const same = zeroish
+            ? r.layer[next] === -1 || r.kind[next] === BlockKind.ZERO
+            : r.layer[next] === li && r.kind[next] === BlockKind.RAW && r.offset[next] === r.offset[slot] + bs;
+          if (!same) break;
+          slot = next;
+          runEnd = Math.min(end, runEnd + bs);
+        }
+      }
+      const view = buf.subarray(pos - offset, runEnd - offset);
+      const startSlot = block % TABLE_ENTRIES_PER_PAGE;
+      if (zeroish) {
+        view.fill(0);
+      } else {
+        const layer = this.layers[li];
+        if (kind === BlockKind.RAW) {
+          const at = r.offset[startSlot] + inBlock;
+          if (layer instanceof SnapshotFile) {
+            if ((await layer.file.read(view, at)) !== view.length) throw layer.damaged(`block ${block} is cut short`, block);
+          } else {
+            await layer.read(view, at);
+          }
+        } else {
+          const whole = await (layer as SnapshotFile).readStoredBlock(block, kind, r.offset[startSlot], r.length[startSlot]);
+          whole.copy(view, 0, inBlock, inBlock + view.length);
+        }
+      }
+      pos = runEnd;
+    }
+  }
+
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    const out: Extent[] = [];
+    const bs = this.blockSize;
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const r = await this.resolution(Math.floor(block / TABLE_ENTRIES_PER_PAGE));
+      const slot = block % TABLE_ENTRIES_PER_PAGE;
+      const li = r.layer[slot];
+      const kind: Extent['kind'] = li === -1 ? 'hole' : r.kind[slot] === BlockKind.ZERO ? 'zero' : 'data';
+      const until = Math.min(end, (block + 1) * bs);
+      const last = out[out.length - 1];
+      if (last && last.kind === kind && last.layer === li) last.length += until - pos;
+      else out.push({ offset: pos, length: until - pos, kind, layer: li });
+      pos = until;
+    }
+    return out;
+  }
+
+  async write(): Promise<void> {
+    throw readOnlyError();
+  }
+
+  async zero(): Promise<void> {
+    throw readOnlyError();
+  }
+
+  async trim(): Promise<void> {
+    throw readOnlyError();
+  }
+
+  async flush(): Promise<void> {}
+
+  async close(): Promise<void> {
+    await Promise.all(this.layers.map((layer) => layer.close()));
+  }
+}
