@@ -25,6 +25,9 @@ Options:
   --size SIZE     size of the random base, e.g. 1G, 256M (default 1G, --quick 64M)
   --no-chain      skip cowdisk's 16-deep versus 1-deep chain read variant
   --dir DIR       where the run's temporary directory goes (default ${defaultDir})
+  --wait-idle S   before each measurement, wait up to S seconds for other processes to use
+                  under a quarter of a core (default 0: measure at once; the table says how
+                  busy the machine was either way)
   -h, --help      this text
 
 Example: node bench/compare.mjs --reps 5
@@ -53,6 +56,7 @@ async function main() {
       size: { type: 'string' },
       'no-chain': { type: 'boolean', default: false },
       dir: { type: 'string', default: defaultDir },
+      'wait-idle': { type: 'string', default: '0' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -66,6 +70,8 @@ async function main() {
   if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps ${values.reps}: expected a whole number, at least 1`);
   const jobs = list(values.jobs);
   const unknownJob = (jobs ?? []).find((j) => !JOB_IDS.includes(j));
+  const waitIdle = Number(values['wait-idle']);
+  if (!(waitIdle >= 0)) throw new Error(`--wait-idle ${values['wait-idle']}: expected a number of seconds`);
   if (unknownJob) throw new Error(`unknown job ${unknownJob}; the jobs are ${JOB_IDS.join(', ')}`);
 
   const stopOnSignal = () => {
@@ -84,6 +90,7 @@ async function main() {
       jobs,
       chain: !values['no-chain'],
       dir: values.dir ?? defaultDir,
+      waitIdle,
     },
     (line) => process.stderr.write(`compare: ${line}\n`),
   );

@@ -18,13 +18,13 @@ import { cpus } from 'node:os';
  * @property {number} own  jiffies of this process, its reaped children and the server
  */
 
-/** @param {number} serverPid */
+/** @param {number} [serverPid]  the server under test, whose CPU time is ours */
 export function sampleCpu(serverPid) {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal (guest time is already inside user)
   const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
   const busy = user + nice + system + irq + softirq + steal;
-  return { busy, total: busy + idle + iowait, own: processJiffies('self', true) + processJiffies(String(serverPid), false) };
+  return { busy, total: busy + idle + iowait, own: processJiffies('self', true) + (serverPid ? processJiffies(String(serverPid), false) : 0) };
 }
 
 /**
@@ -36,6 +36,24 @@ export function foreignCores(a, b) {
   const wall = (b.total - a.total) / cpus().length;
   if (wall <= 0) return 0;
   return Math.max(0, (b.busy - a.busy - (b.own - a.own)) / wall);
+}
+
+/**
+ * Waits until everything else together uses less than `threshold` cores over half a second, or
+ * `maxSeconds` have passed. Called between jobs, when nothing of ours is running.
+ * @param {number} maxSeconds
+ * @param {number} [threshold]
+ * @returns {Promise<number>}  the seconds waited
+ */
+export async function waitForIdle(maxSeconds, threshold = 0.25) {
+  const start = Date.now();
+  for (;;) {
+    const a = sampleCpu();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    if (foreignCores(a, sampleCpu()) < threshold) break;
+    if (Date.now() - start > maxSeconds * 1000) break;
+  }
+  return (Date.now() - start) / 1000;
 }
 
 /**

@@ -101,6 +101,7 @@ export function renderText(result, command) {
     out.push(`Not measured: ${result.chain.skipped}.`);
   }
 
+  if (!result.tools.some((t) => t.id === 'cowdisk')) return out.join('\n') + '\n';
   out.push('', '## Targets for cowdisk (issue 5)', '');
   out.push(
     ...markdownTable(

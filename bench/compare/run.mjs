@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { baseIdentity, makeRandomBase } from './base.mjs';
 import { CHAIN_DEPTHS, buildChains, chainUnavailable, cloneAndServe, cowdiskTool } from './cowdisk.mjs';
 import { runFio } from './fio.mjs';
-import { foreignCores, sampleCpu } from './interference.mjs';
+import { foreignCores, sampleCpu, waitForIdle } from './interference.mjs';
 import { MIN_STRIDE, buildJobs, chainReadPass } from './jobs.mjs';
 import { PEERS } from './peers.mjs';
 import { startServer } from './server.mjs';
@@ -39,6 +39,7 @@ export const TOOLS = [cowdiskTool, ...PEERS];
  * @property {string[] | null} jobs  ids; null: every job
  * @property {boolean} chain  run the chain-depth variant
  * @property {string} dir  parent of the run's temporary directory
+ * @property {number} waitIdle  seconds each measurement may wait for other processes to go quiet
  */
 
 /**
@@ -85,7 +86,7 @@ export async function compare(options, progress) {
     for (let rep = 0; rep < options.reps; rep++) {
       for (const job of jobs) {
         for (const tool of rotate(tools, rep)) {
-          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), job.prepare, job.measure);
+          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), job.prepare, job.measure, options.waitIdle);
           const row = /** @type {Result['results'][number]} */ (results.find((r) => r.tool === tool.id && r.job === job.id));
           row.reps.push(m);
           progress(`rep ${rep + 1}/${options.reps}  ${job.id.padEnd(15)} ${tool.id.padEnd(19)} ${describe(m, job.rate)}`);
@@ -123,9 +124,10 @@ export async function compare(options, progress) {
  * @param {(jobDir: string) => Promise<Launch> | Launch} fresh
  * @param {FioPass | undefined} prepare
  * @param {FioPass} pass
+ * @param {number} waitIdle  see Options
  * @returns {Promise<Sample>}
  */
-async function measure(runDir, name, fresh, prepare, pass) {
+async function measure(runDir, name, fresh, prepare, pass, waitIdle) {
   const jobDir = join(runDir, name);
   mkdirSync(jobDir);
   try {
@@ -133,6 +135,7 @@ async function measure(runDir, name, fresh, prepare, pass) {
     const server = await startServer(launch, join(jobDir, 'nbd.sock'), jobDir);
     try {
       if (prepare) await runFio(prepare, server.uri, join(jobDir, 'prepare.json'));
+      if (waitIdle > 0) await waitForIdle(waitIdle);
       const before = sampleCpu(server.pid);
       const m = await runFio(pass, server.uri, join(jobDir, 'fio.json'));
       return { ...m, foreignCores: foreignCores(before, sampleCpu(server.pid)) };
@@ -165,7 +168,7 @@ async function measureChain(runCtx, options, progress) {
   for (let rep = 0; rep < options.reps; rep++) {
     for (const row of rotate(rows, rep)) {
       const parent = /** @type {string} */ (parents.get(row.depth));
-      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), undefined, pass);
+      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), undefined, pass, options.waitIdle);
       row.reps.push(m);
       progress(`rep ${rep + 1}/${options.reps}  chain depth ${String(row.depth).padEnd(3)} ${describe(m, 'iops')}`);
     }
