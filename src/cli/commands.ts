@@ -3,7 +3,8 @@
  * `register(program)` that adds its command (with its --help text and an example).
  */
 import type { Command } from 'commander';
+import { register as serve } from './serve.js';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [];
+export const commands: Register[] = [serve];

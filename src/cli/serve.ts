@@ -1,0 +1,164 @@
+/**
+ * `cowdisk serve IMAGE [NAME=IMAGE ...]`: serve images over NBD until stopped. The server is
+ * src/nbd; this file is the command line around it: which images under which names, where to
+ * listen, what to print, and what the signals do.
+ *
+ * Names: `NAME=IMAGE` names an export; a bare `IMAGE` is named after its file (without the
+ * extension). The first export is also the default export "", so `nbd+unix:///?socket=...`
+ * reaches it without knowing its name.
+ *
+ * Output: stdout gets one NBD URI per line, the default export's first, then each export by name,
+ * printed once the server listens (a script can wait for the first line). What is served, and how
+ * to stop, goes to stderr.
+ *
+ * Stopping: the first SIGINT / SIGTERM stops accepting connections, lets every in-flight request
+ * finish, flushes and closes every image (clearing its dirty flag), and exits 0. A second signal
+ * while that runs exits at once with 1.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { CowdiskError, ErrorCode } from '../errors.js';
+import { openImage, type Image } from '../image/open.js';
+import { NbdServer, type ListenOptions } from '../nbd/index.js';
+
+interface ServeCliOptions {
+  socket?: string;
+  port?: string;
+  bind?: string;
+  readOnly?: boolean;
+  maxConnections?: string;
+}
+
+interface ExportArg {
+  name: string;
+  file: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('Serve images over NBD (a Unix socket by default) until Ctrl-C / SIGTERM.')
+    .argument('<image>', 'the image to serve: an overlay, a snapshot or a raw file; also the default export')
+    .argument('[exports...]', 'more exports, as NAME=IMAGE')
+    .option('-s, --socket <path>', 'listen on this Unix socket (default: $XDG_RUNTIME_DIR/cowdisk-NAME.sock, else ./NAME.sock)')
+    .option('-p, --port <n>', 'listen on this TCP port instead of a Unix socket (0 picks a free one)')
+    .option('-b, --bind <address>', 'the address to listen on with --port', '127.0.0.1')
+    .option('-r, --read-only', 'open every image read-only; clients get EPERM for writes')
+    .option('--max-connections <n>', 'close connections beyond this many')
+    .addHelpText(
+      'after',
+      `
+Prints one NBD URI per line: the default export first, then each export by name.
+Ctrl-C / SIGTERM stops accepting, finishes the requests in flight, flushes and closes every
+image cleanly, and exits 0.
+
+Examples:
+  $ cowdisk serve vm1.cow
+  nbd+unix:///?socket=/home/me/vm1.sock
+  nbd+unix:///vm1?socket=/home/me/vm1.sock
+  $ qemu-img info 'nbd+unix:///?socket=/home/me/vm1.sock'
+
+  $ cowdisk serve --port 10809 --read-only base.snap web=web.cow db=db.cow
+  $ nbdinfo --list nbd://127.0.0.1:10809`,
+    )
+    .action(async (image: string, more: string[], options: ServeCliOptions) => {
+      const exportArgs = parseExports([image, ...more]);
+      const listen = parseListen(options, exportArgs[0].name);
+      const maxConnections = options.maxConnections === undefined ? undefined : wholeNumber(options.maxConnections, '--max-connections', 1);
+      await serve(exportArgs, listen, options.readOnly ?? false, maxConnections);
+    });
+}
+
+function parseExports(args: string[]): ExportArg[] {
+  const out: ExportArg[] = [];
+  for (const arg of args) {
+    const eq = arg.indexOf('=');
+    // A path that exists is a path, even with an '=' in it.
+    const named = eq > 0 && !fs.existsSync(arg);
+    const file = path.resolve(named ? arg.slice(eq + 1) : arg);
+    const name = named ? arg.slice(0, eq) : path.basename(file, path.extname(file));
+    if (out.some((e) => e.name === name)) {
+      throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `Two exports are named "${name}"; name them apart with NAME=IMAGE.`);
+    }
+    out.push({ name, file });
+  }
+  return out;
+}
+
+function parseListen(options: ServeCliOptions, firstName: string): ListenOptions {
+  if (options.port !== undefined) {
+    if (options.socket !== undefined) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, 'Use either --socket or --port, not both.');
+    const port = wholeNumber(options.port, '--port', 0);
+    if (port > 65535) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--port must be at most 65535, not ${port}.`);
+    return { port, host: options.bind ?? '127.0.0.1' };
+  }
+  if (options.bind !== undefined && options.bind !== '127.0.0.1') {
+    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--bind goes with --port; a Unix socket has no address.');
+  }
+  if (options.socket !== undefined) return { socket: path.resolve(options.socket) };
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  if (runtime && fs.existsSync(runtime)) return { socket: path.join(runtime, `cowdisk-${firstName}.sock`) };
+  return { socket: path.resolve(`${firstName}.sock`) };
+}
+
+function wholeNumber(value: string, name: string, minimum: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < minimum) {
+    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${name} must be a whole number of at least ${minimum}, not "${value}".`);
+  }
+  return n;
+}
+
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, readOnly: boolean, maxConnections: number | undefined): Promise<void> {
+  const images: Image[] = [];
+  try {
+    for (const e of exportArgs) images.push(await openImage(e.file, { readOnly }));
+  } catch (err) {
+    await Promise.allSettled(images.map((i) => i.close()));
+    throw err;
+  }
+  const server = new NbdServer({
+    exports: images.map((device, i) => ({
+      name: exportArgs[i].name,
+      device,
+      readOnly,
+      description: `${device.kind} ${device.path} (${device.chain.length} layer${device.chain.length === 1 ? '' : 's'})`,
+    })),
+    maxConnections,
+  });
+  // Signals are caught before listening, so a client that connects at once can never see the
+  // process die without closing its images.
+  let stopping: Promise<void> | undefined;
+  let stop!: (signal: string) => void;
+  const stopped = new Promise<void>((resolve, reject) => {
+    stop = (signal) => {
+      if (stopping) {
+        process.stderr.write(`cowdisk: ${signal} again; exiting without waiting for in-flight requests\n`);
+        process.exit(1);
+      }
+      process.stderr.write(`cowdisk: ${signal}: finishing in-flight requests and closing the images\n`);
+      stopping = server.close();
+      stopping.then(resolve, reject);
+    };
+  });
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    try {
+      await server.listen(listen);
+    } catch (err) {
+      await server.close().catch(() => {});
+      throw err;
+    }
+    const uris = [server.uris('')[0], ...exportArgs.map((e) => server.uris(e.name)[0])];
+    process.stdout.write(`${uris.join('\n')}\n`);
+    const names = exportArgs.map((e, i) => `${e.name}${i === 0 ? ' (default)' : ''}`).join(', ');
+    process.stderr.write(`cowdisk: serving ${names} on ${server.addresses()[0]}${readOnly ? ', read-only' : ''}; Ctrl-C stops\n`);
+    await stopped;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+  process.stderr.write('cowdisk: stopped; every image closed cleanly\n');
+}
