@@ -99,6 +99,14 @@ export class OverlayFile {
   static async open(fs: FileSystem, file: string, options: { readOnly?: boolean } = {}): Promise<OverlayFile> {
     const handle = await fs.open(file, { readOnly: options.readOnly });
     try {
+      // One writer at a time: a second writer would corrupt the state map the first keeps in memory.
+      if (!options.readOnly && (await handle.tryLock(true)) === false) {
+        throw new CowdiskError(
+          ErrorCode.LOCKED,
+          `${handle.path} is in use: another process has it open for writing (a \`cowdisk serve\`, \`cowdisk attach\` or another command). Stop that process first, or open the image read-only.`,
+          { path: handle.path },
+        );
+      }
       const header = await readHeader(handle);
       const length = await handle.size();
       const overlay = new OverlayFile(handle, header);

@@ -243,6 +243,38 @@ export class SnapshotFile {
   }
 }
 
+/**
+ * The layer digest, fed in block order: SHA-256 over the prefix, the geometry, and for each block
+ * the layer holds its index, kind (zero, or data whether compressed or not) and data digest.
+ */
+export class LayerDigest {
+  private readonly hash: Hash = createHash('sha256');
+  private readonly record = Buffer.alloc(5);
+
+  constructor(size: number, blockSize: number) {
+    const geometry = Buffer.alloc(12);
+    geometry.writeBigUInt64LE(BigInt(size), 0);
+    geometry.writeUInt32LE(blockSize, 8);
+    this.hash.update(LAYER_DIGEST_PREFIX).update(geometry);
+  }
+
+  zero(block: number): void {
+    this.record.writeUInt32LE(block, 0);
+    this.record[4] = BlockKind.ZERO;
+    this.hash.update(this.record);
+  }
+
+  data(block: number, digest: Buffer): void {
+    this.record.writeUInt32LE(block, 0);
+    this.record[4] = BlockKind.RAW;
+    this.hash.update(this.record).update(digest);
+  }
+
+  digest(): Buffer {
+    return this.hash.digest();
+  }
+}
+
 export interface SnapshotWriterOptions {
   size: number;
   blockSize: number;
@@ -262,8 +294,7 @@ export class SnapshotWriter {
   private lastBlock = -1;
   private storedBlocks = 0;
   private dataBytes = 0;
-  private readonly layer: Hash = createHash('sha256');
-  private readonly record = Buffer.alloc(5);
+  private readonly layer: LayerDigest;
   readonly blocks: number;
 
   private constructor(
@@ -275,10 +306,7 @@ export class SnapshotWriter {
   ) {
     this.blocks = blockCount(options.size, options.blockSize);
     this.directory = Buffer.alloc(Math.ceil(this.blocks / TABLE_ENTRIES_PER_PAGE) * DIR_ENTRY_SIZE);
-    const geometry = Buffer.alloc(12);
-    geometry.writeBigUInt64LE(BigInt(options.size), 0);
-    geometry.writeUInt32LE(options.blockSize, 8);
-    this.layer.update(LAYER_DIGEST_PREFIX).update(geometry);
+    this.layer = new LayerDigest(options.size, options.blockSize);
   }
 
   static async create(fs: FileSystem, finalPath: string, options: SnapshotWriterOptions): Promise<SnapshotWriter> {
@@ -301,12 +329,10 @@ export class SnapshotWriter {
     if (pageIndex !== this.pageIndex) await this.startPage(pageIndex);
     const entry = TABLE_PAGE_HEADER + (block % TABLE_ENTRIES_PER_PAGE) * TABLE_ENTRY_SIZE;
     const page = this.page as Buffer;
-    this.record.writeUInt32LE(block, 0);
     this.pageStored++;
     if (data === null) {
       page[entry + 12] = BlockKind.ZERO;
-      this.record[4] = BlockKind.ZERO;
-      this.layer.update(this.record);
+      this.layer.zero(block);
       return;
     }
     const bs = this.options.blockSize;
@@ -324,9 +350,7 @@ export class SnapshotWriter {
     this.pos += stored.length;
     this.storedBlocks++;
     this.dataBytes += stored.length;
-    // The digest records "data" whether or not it was compressed: identity is content only.
-    this.record[4] = BlockKind.RAW;
-    this.layer.update(this.record).update(digest);
+    this.layer.data(block, digest);
   }
 
   private async startPage(index: number): Promise<void> {

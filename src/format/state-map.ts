@@ -145,6 +145,26 @@ export class StateMap {
     return { kind: 'valid', gen, masks };
   }
 
+  /**
+   * Makes every map change so far durable, after the data it describes: take copies of the dirty
+   * pages, sync the file (the data), write the copies, sync again. Pages changed meanwhile stay
+   * dirty for the next call; on failure the copies are queued again.
+   */
+  async persist(): Promise<void> {
+    const pending = this.collectDirty();
+    try {
+      await this.file.sync();
+      if (pending.length === 0) return;
+      await this.writePending(pending);
+      await this.file.sync();
+      this.commit(pending);
+      await this.writeMirrors(pending);
+    } catch (err) {
+      this.requeue(pending);
+      throw err;
+    }
+  }
+
   /** Copies every dirty page into the bytes of its next version and marks it clean. */
   collectDirty(): PendingPage[] {
     const out: PendingPage[] = [];

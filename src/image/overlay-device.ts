@@ -303,20 +303,11 @@ export class OverlayDevice implements BlockDevice {
   }
 
   private async flushOnce(): Promise<void> {
-    const map = this.overlay.map;
-    if (!this.unsynced && !map.hasDirty()) return;
-    const pending = map.collectDirty();
+    if (!this.unsynced && !this.overlay.map.hasDirty()) return;
     this.unsynced = false;
     try {
-      await this.overlay.file.sync();
-      if (pending.length > 0) {
-        await map.writePending(pending);
-        await this.overlay.file.sync();
-        map.commit(pending);
-        await map.writeMirrors(pending);
-      }
+      await this.overlay.map.persist();
     } catch (err) {
-      map.requeue(pending);
       this.unsynced = true;
       throw err;
     }

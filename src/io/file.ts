@@ -34,6 +34,13 @@ export interface BlockFile {
   /** Deallocates [pos, pos + length) so it reads as zeros. Returns false when the system cannot. */
   punchHole(pos: number, length: number): Promise<boolean>;
   stat(): Promise<FileStat>;
+  /**
+   * Takes a lock on the whole file without waiting, held until close (also released if the process
+   * dies). Exclusive excludes every other lock; shared excludes exclusive ones. Other opens in the
+   * same process conflict too. Returns false when another holder conflicts, null when this system
+   * cannot lock (the native addon is not built).
+   */
+  tryLock(exclusive: boolean): Promise<boolean | null>;
   close(): Promise<void>;
 }
 

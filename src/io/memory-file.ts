@@ -84,6 +84,8 @@ class Content {
 }
 
 class Inode {
+  /** Open files holding a lock: each with whether it is exclusive. */
+  readonly locks = new Map<object, boolean>();
   current = new Content();
   durable = new Content();
   pending: Change[] = [];
@@ -234,6 +236,7 @@ export class MemoryFileSystem implements FileSystem {
       node.current = survivor;
       node.durable = survivor.clone();
       node.pending = [];
+      node.locks.clear();
     }
     this.names = new Map(this.durableNames);
     this.epoch++;
@@ -326,7 +329,17 @@ class MemoryFile implements BlockFile {
     return statOf(this.node);
   }
 
+  async tryLock(exclusive: boolean): Promise<boolean | null> {
+    await this.enter('read');
+    for (const [holder, held] of this.node.locks) {
+      if (holder !== this && (exclusive || held)) return false;
+    }
+    this.node.locks.set(this, exclusive);
+    return true;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    this.node.locks.delete(this);
   }
 }

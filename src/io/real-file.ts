@@ -110,6 +110,16 @@ export class RealFile implements BlockFile {
     }
   }
 
+  async tryLock(exclusive: boolean): Promise<boolean | null> {
+    const binding = native();
+    if (!binding) return null;
+    try {
+      return binding.lock(this.fd, exclusive);
+    } catch (err) {
+      throw ioError(err, this.path, 'locking');
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
