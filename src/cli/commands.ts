@@ -3,8 +3,11 @@
  * `register(program)` that adds its command (with its --help text and an example).
  */
 import type { Command } from 'commander';
+import { register as attach } from './attach.js';
+import { register as detach } from './detach.js';
+import { register as devices } from './devices.js';
 import { register as serve } from './serve.js';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [serve];
+export const commands: Register[] = [serve, attach, detach, devices];

@@ -25,9 +25,9 @@
  */
 import { closeSync } from 'node:fs';
 import * as net from 'node:net';
+import { debuglog } from 'node:util';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { isReadOnly } from '../nbd/exports.js';
-import { NbdServer, transmissionFlags, type ExportConfig } from '../nbd/index.js';
+import { NbdServer, isReadOnly, transmissionFlags, type ExportConfig } from '../nbd/index.js';
 import { devicePath, firstFreeDevice, readDevice } from './devices.js';
 import {
   connectKernel,
@@ -59,6 +59,7 @@ export interface AttachOptions {
 }
 
 const READY_TIMEOUT_MS = 10_000;
+const debug = debuglog('attach');
 
 export class Attachment {
   /** Resolves when the kernel has let go of every connection, whoever disconnected it. */
@@ -127,6 +128,9 @@ export async function attach(options: AttachOptions): Promise<Attachment> {
     if (connections > 1 && !exp.device.capabilities.multiConn) {
       throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${options.image} cannot be served over several connections; use --connections 1.`);
     }
+    // This thread now serves a block device: its allocations must not wait for writeback to that
+    // device, or memory pressure deadlocks the two (best effort: needs Linux 5.6 and CAP_SYS_RESOURCE).
+    debug('PR_SET_IO_FLUSHER: %s', binding.setIoFlusher() ? 'set' : 'not available');
     for (let i = 0; i < connections; i++) pairs.push(binding.socketpair());
     for (const [, ours] of pairs) {
       const socket = new net.Socket({ fd: ours, readable: true, writable: true });

@@ -40,13 +40,16 @@ function recordPath(index: number, dir: string): string {
   return path.join(dir, `nbd${index}.json`);
 }
 
-/** The start time of a live process, or undefined when there is no such process. */
+/**
+ * The start time of a live process, or undefined when there is no such process. A zombie (dead,
+ * not yet reaped by its parent) is not live: it serves nothing.
+ */
 export function processStartTime(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) is in parentheses and may hold spaces; fields count from after it.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19];
+    return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
   } catch {
     return undefined;
   }
