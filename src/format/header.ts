@@ -213,6 +213,8 @@ export function decodeOverlayHeader(buf: Buffer, path: string): OverlayHeaderFie
   if (mapPages !== layout.mapPages || mapOffset !== layout.mapOffset || dataOffset !== layout.dataOffset) {
     throw corrupt(path, 'state map or data region placement does not match the geometry');
   }
+  const parent = decodeParent(buf, path);
+  if (parent.kind !== 'none' && parent.size !== size) throw corrupt(path, `parent size ${parent.size} differs from the virtual size ${size}`);
   return {
     generation: buf.readBigUInt64LE(OverlayHeader.GENERATION),
     dirty: (flags & 1) !== 0,
@@ -224,7 +226,7 @@ export function decodeOverlayHeader(buf: Buffer, path: string): OverlayHeaderFie
     dataOffset,
     uuid: Buffer.from(buf.subarray(OverlayHeader.UUID, OverlayHeader.UUID + 16)),
     createdNs: buf.readBigUInt64LE(OverlayHeader.CREATED_NS),
-    parent: decodeParent(buf, path),
+    parent,
   };
 }
 
@@ -267,6 +269,8 @@ export function decodeSnapshotHeader(buf: Buffer, path: string, fileSize: number
     );
   }
   const storedBlocks = buf.readUInt32LE(SnapshotHeader.STORED_BLOCKS);
+  const parent = decodeParent(buf, path);
+  if (parent.kind !== 'none' && parent.size !== size) throw corrupt(path, `parent size ${parent.size} differs from the virtual size ${size}`);
   return {
     size,
     blockSize,
@@ -277,6 +281,6 @@ export function decodeSnapshotHeader(buf: Buffer, path: string, fileSize: number
     dataBytes: readU64(buf, SnapshotHeader.DATA_BYTES, path, 'data bytes'),
     layerDigest: Buffer.from(buf.subarray(SnapshotHeader.LAYER_DIGEST, SnapshotHeader.LAYER_DIGEST + 32)),
     createdNs: buf.readBigUInt64LE(SnapshotHeader.CREATED_NS),
-    parent: decodeParent(buf, path),
+    parent,
   };
 }
