@@ -1,0 +1,123 @@
+/**
+ * RealFileSystem on a temporary directory: the BlockFile contract on real files, in both I/O modes,
+ * and hole punching through the native addon (which `npm run build:native` builds; a machine
+ * without it fails here, saying so).
+ */
+import * as fsp from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { CowdiskError, ErrorCode } from '../../src/errors.js';
+import { RealFileSystem } from '../../src/io/real-file.js';
+import { native, nativeUnavailableReason } from '../../src/native.js';
+
+let dir: string;
+
+beforeEach(() => {
+  dir = fsp.mkdtempSync(path.join(tmpdir(), 'cowdisk-real-file-'));
+});
+
+afterEach(() => {
+  fsp.rmSync(dir, { recursive: true, force: true });
+});
+
+for (const io of ['sync', 'async'] as const) {
+  describe(`io '${io}'`, () => {
+    const fs = new RealFileSystem(io);
+
+    test('a write reads back, a read at the end of the file comes back short', async () => {
+      const f = await fs.create(path.join(dir, 'a'));
+      const data = Buffer.from('0123456789');
+      await f.write(data, 100);
+      const back = Buffer.alloc(20);
+      expect(await f.read(back, 100)).toBe(10);
+      expect(back.subarray(0, 10)).toEqual(data);
+      expect(await f.read(Buffer.alloc(4), 1000)).toBe(0);
+      await f.close();
+    });
+
+    test('size and stat follow writes and truncate; sync succeeds', async () => {
+      const f = await fs.create(path.join(dir, 'a'));
+      await f.write(Buffer.alloc(5000, 1), 0);
+      await f.sync();
+      expect(await f.size()).toBe(5000);
+      await f.truncate(1 << 20);
+      const st = await f.stat();
+      expect(st.size).toBe(1 << 20);
+      // The extension is sparse: the allocation is far below the size.
+      expect(st.allocated).toBeLessThan(1 << 19);
+      expect(st.ino).toBe(fsp.statSync(path.join(dir, 'a')).ino);
+      await f.truncate(10);
+      expect(await f.size()).toBe(10);
+      await f.close();
+    });
+  });
+}
+
+const fs = new RealFileSystem();
+
+test('punchHole frees the blocks of the range, keeps the size, and the range reads as zeros', async () => {
+  if (!native()) throw new Error(`${nativeUnavailableReason()} (\`npm run build:native\` builds it)`);
+  const f = await fs.create(path.join(dir, 'a'));
+  await f.write(Buffer.alloc(1 << 20, 0xa5), 0);
+  await f.sync();
+  const before = await f.stat();
+  expect(await f.punchHole(256 << 10, 512 << 10)).toBe(true);
+  const after = await f.stat();
+  expect(after.size).toBe(1 << 20);
+  expect(before.allocated - after.allocated).toBeGreaterThanOrEqual(512 << 10);
+  const back = Buffer.alloc(1 << 20);
+  await f.read(back, 0);
+  expect(back.subarray(0, 256 << 10).every((b) => b === 0xa5)).toBe(true);
+  expect(back.subarray(256 << 10, 768 << 10).every((b) => b === 0)).toBe(true);
+  expect(back.subarray(768 << 10).every((b) => b === 0xa5)).toBe(true);
+  await f.close();
+});
+
+test('a read-only open refuses writes with a typed I/O error naming the file', async () => {
+  const file = path.join(dir, 'a');
+  fsp.writeFileSync(file, 'abc');
+  const f = await fs.open(file, { readOnly: true });
+  const err = await f.write(Buffer.from('x'), 0).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(CowdiskError);
+  expect((err as CowdiskError).code).toBe(ErrorCode.IO);
+  expect((err as CowdiskError).message).toContain(file);
+  await f.close();
+});
+
+test('opening a missing file is NOT_FOUND and creating an existing one exclusively is EXISTS', async () => {
+  const file = path.join(dir, 'a');
+  await expect(fs.open(file)).rejects.toMatchObject({ code: ErrorCode.NOT_FOUND, path: file });
+  fsp.writeFileSync(file, 'abc');
+  await expect(fs.create(file)).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: file });
+  const replaced = await fs.create(file, { exclusive: false });
+  expect(await replaced.size()).toBe(0);
+  await replaced.close();
+});
+
+test('rename replaces the target, unlink removes, exists and syncDir work on the directory', async () => {
+  const a = path.join(dir, 'a');
+  const b = path.join(dir, 'b');
+  fsp.writeFileSync(a, 'new');
+  fsp.writeFileSync(b, 'old');
+  await fs.rename(a, b);
+  await fs.syncDir(dir);
+  expect(await fs.exists(a)).toBe(false);
+  expect(fsp.readFileSync(b, 'utf8')).toBe('new');
+  await fs.unlink(b);
+  expect(await fs.exists(b)).toBe(false);
+});
+
+test('chmod makes a file read-only for everyone', async () => {
+  const file = path.join(dir, 'a');
+  fsp.writeFileSync(file, 'abc');
+  await fs.chmod(file, 0o444);
+  expect(fsp.statSync(file).mode & 0o777).toBe(0o444);
+});
+
+test('a file closed twice is closed once; using it afterwards is a typed I/O error', async () => {
+  const f = await fs.create(path.join(dir, 'a'));
+  await f.close();
+  await f.close();
+  await expect(f.write(Buffer.from('x'), 0)).rejects.toMatchObject({ code: ErrorCode.IO });
+});
