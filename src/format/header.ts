@@ -261,7 +261,8 @@ export function decodeSnapshotHeader(buf: Buffer, path: string, fileSize: number
     throw corrupt(path, `directory of ${dirPages} pages for ${blockCount(size, blockSize)} blocks`);
   }
   const dirOffset = readU64(buf, SnapshotHeader.DIR_OFFSET, path, 'directory offset');
-  if (dirOffset < HEADER_SIZE || dirOffset + dirPages * 16 > fileSize) {
+  if (dirOffset < HEADER_SIZE) throw corrupt(path, `block directory offset ${dirOffset} lies inside the header`);
+  if (dirOffset + dirPages * 16 > fileSize) {
     throw new CowdiskError(
       ErrorCode.TRUNCATED,
       `${path} is truncated: its block directory should end at byte ${dirOffset + dirPages * 16} but the file has ${fileSize} bytes. Restore it from a copy.`,
