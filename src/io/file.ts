@@ -41,6 +41,12 @@ export interface BlockFile {
    * cannot lock (the native addon is not built).
    */
   tryLock(exclusive: boolean): Promise<boolean | null>;
+  /**
+   * The first offset at or after `pos` where the file has data (lseek SEEK_DATA), or -1 when only
+   * holes follow. Lets a walk over a sparse file (the lifecycle verbs over a state map) cost what
+   * is allocated, not the file's length. Returns `pos` itself where the system cannot tell.
+   */
+  seekData?(pos: number): Promise<number>;
   close(): Promise<void>;
 }
 

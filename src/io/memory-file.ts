@@ -338,6 +338,17 @@ class MemoryFile implements BlockFile {
     return true;
   }
 
+  /** Memory keeps no holes: a 4 KiB page of zeros counts as one, as `stat` counts allocation. */
+  async seekData(pos: number): Promise<number> {
+    await this.enter('read', pos);
+    const { buf, length } = this.node.current;
+    for (let page = Math.floor(pos / 4096) * 4096; page < length; page += 4096) {
+      const end = Math.min(length, page + 4096);
+      for (let i = Math.max(page, pos); i < end; i++) if (buf[i] !== 0) return Math.max(page, pos);
+    }
+    return -1;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.node.locks.delete(this);

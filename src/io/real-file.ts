@@ -120,6 +120,16 @@ export class RealFile implements BlockFile {
     }
   }
 
+  async seekData(pos: number): Promise<number> {
+    const binding = native();
+    if (!binding) return pos;
+    try {
+      return binding.seekData(this.fd, pos);
+    } catch (err) {
+      throw ioError(err, this.path, `looking for data from offset ${pos}`);
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
