@@ -62,7 +62,7 @@ export interface RunOptions {
 export function run(program: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const file = program.includes('/') ? program : tool(program);
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
+    const child = spawn(file, args, { stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
@@ -81,7 +81,10 @@ export function run(program: string, args: readonly string[], options: RunOption
         resolve(result);
       }
     });
-    child.stdin.end(options.input ?? '');
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(options.input);
+    }
   });
 }
 

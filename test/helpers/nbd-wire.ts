@@ -87,14 +87,14 @@ export interface Chunk {
 
 /** A socket with an exact-length reader. */
 export class RawClient {
-  private chunks: Buffer[] = [];
+  private received: Buffer[] = [];
   private bufferedLength = 0;
   private ended = false;
   private waiter: (() => void) | undefined;
 
   private constructor(readonly socket: net.Socket) {
     socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
+      this.received.push(chunk);
       this.bufferedLength += chunk.length;
       this.waiter?.();
     });
@@ -135,12 +135,12 @@ export class RawClient {
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
-      const c = this.chunks[0];
+      const c = this.received[0];
       const k = Math.min(c.length, n - filled);
       c.copy(out, filled, 0, k);
       filled += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
+      if (k === c.length) this.received.shift();
+      else this.received[0] = c.subarray(k);
     }
     this.bufferedLength -= n;
     return out;
