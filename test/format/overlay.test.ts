@@ -1,0 +1,114 @@
+/**
+ * The overlay file: created atomically with both header slots valid, headers written to
+ * alternating slots so a torn header write leaves the previous one, one writer at a time.
+ */
+import { describe, expect, test } from 'vitest';
+import { ErrorCode } from '../../src/errors.js';
+import { decodeOverlayHeader } from '../../src/format/header.js';
+import { OverlayFile } from '../../src/format/overlay.js';
+import { MemoryFileSystem } from '../../src/io/memory-file.js';
+
+const FILE = '/o/disk.overlay';
+const SPEC = { size: 1000 * 4096 + 5, blockSize: 4096, subBlocks: 1, parent: { kind: 'none' } as const };
+
+async function created() {
+  const fs = new MemoryFileSystem();
+  await OverlayFile.create(fs, FILE, SPEC);
+  return fs;
+}
+
+function slots(fs: MemoryFileSystem) {
+  const bytes = fs.get(FILE);
+  return [decodeOverlayHeader(bytes.subarray(0, 4096), FILE), decodeOverlayHeader(bytes.subarray(4096, 8192), FILE)];
+}
+
+describe('create', () => {
+  test('writes both header slots, valid, and a sparse file as long as the data region', async () => {
+    const fs = await created();
+    const [a, b] = slots(fs);
+    expect([a.generation, b.generation]).toEqual([2n, 1n]);
+    expect({ ...a, generation: 0n }).toEqual({ ...b, generation: 0n });
+    expect(a.dirty).toBe(false);
+    const blocks = Math.ceil(SPEC.size / SPEC.blockSize);
+    expect(fs.get(FILE).length).toBe(a.dataOffset + blocks * SPEC.blockSize);
+    expect((await fs.stat(FILE)).allocated).toBe(8192);
+  });
+
+  test('a crash at any point of create leaves no overlay or a whole one, never a partial file at the name', async () => {
+    const { operations } = await created();
+    for (let crashAt = 1; crashAt <= operations; crashAt++) {
+      const fs = new MemoryFileSystem();
+      fs.inject = () => (fs.operations >= crashAt ? new Error('power cut') : undefined);
+      await OverlayFile.create(fs, FILE, SPEC).catch(() => undefined);
+      fs.inject = undefined;
+      fs.crash({ keep: 'random', tear: true, random: () => (crashAt * 0.37) % 1 });
+      if (await fs.exists(FILE)) {
+        const overlay = await OverlayFile.open(fs, FILE);
+        expect(overlay.header.size).toBe(SPEC.size);
+        await overlay.close();
+      }
+    }
+  });
+
+  test('an existing file is never replaced', async () => {
+    const fs = await created();
+    await expect(OverlayFile.create(fs, FILE, SPEC)).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: FILE });
+  });
+});
+
+describe('headers', () => {
+  test('a header change goes to the slot not holding the current header', async () => {
+    const fs = await created();
+    const overlay = await OverlayFile.open(fs, FILE);
+    await overlay.setDirty(true);
+    let [a, b] = slots(fs);
+    expect([a.generation, a.dirty, b.generation, b.dirty]).toEqual([2n, false, 3n, true]);
+    await overlay.setDirty(false);
+    [a, b] = slots(fs);
+    expect([a.generation, a.dirty, b.generation, b.dirty]).toEqual([4n, false, 3n, true]);
+    await overlay.close();
+  });
+
+  test('a change that must not roll back is written to both slots', async () => {
+    const fs = await created();
+    const overlay = await OverlayFile.open(fs, FILE);
+    await overlay.writeHeader({ ...overlay.header, dirty: true }, true);
+    expect(slots(fs).map((h) => h.dirty)).toEqual([true, true]);
+    await overlay.close();
+  });
+
+  test('open takes the valid slot with the higher generation; a torn newest slot leaves the previous header', async () => {
+    const fs = await created();
+    const overlay = await OverlayFile.open(fs, FILE);
+    await overlay.setDirty(true);
+    await overlay.close();
+    expect((await OverlayFile.open(fs, FILE, { readOnly: true })).header.dirty).toBe(true);
+    const bytes = fs.get(FILE);
+    bytes.fill(0xee, 4096 + 512, 8192);
+    fs.put(FILE, bytes);
+    const again = await OverlayFile.open(fs, FILE, { readOnly: true });
+    expect([again.header.generation, again.header.dirty]).toEqual([2n, false]);
+  });
+
+  test('an overlay shorter than its data region is TRUNCATED, naming the file', async () => {
+    const fs = await created();
+    const bytes = fs.get(FILE);
+    fs.put(FILE, bytes.subarray(0, bytes.length - 1));
+    const err = await OverlayFile.open(fs, FILE).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCode.TRUNCATED, path: FILE });
+    expect((err as Error).message).toContain(FILE);
+  });
+});
+
+describe('one writer at a time', () => {
+  test('a second writable open is LOCKED; read-only opens are not', async () => {
+    const fs = await created();
+    const writer = await OverlayFile.open(fs, FILE);
+    await expect(OverlayFile.open(fs, FILE)).rejects.toMatchObject({ code: ErrorCode.LOCKED, path: FILE });
+    const reader = await OverlayFile.open(fs, FILE, { readOnly: true });
+    await reader.close();
+    await writer.close();
+    const next = await OverlayFile.open(fs, FILE);
+    await next.close();
+  });
+});
