@@ -91,6 +91,8 @@ describe('handshake', () => {
     expect(byType.get(INFO.NAME)?.toString()).toBe('disk');
     expect(byType.get(INFO.DESCRIPTION)?.toString()).toBe('first disk');
     expect(byType.get(INFO.EXPORT)?.readBigUInt64BE(0)).toBe(BigInt(SIZE));
+    // Block sizes are sent even when not asked for.
+    expect(byType.get(INFO.BLOCK_SIZE)?.readUInt32BE(4)).toBe(65536);
     c.close();
   });
 
@@ -135,6 +137,13 @@ describe('handshake', () => {
     // The next bytes are transmission: a flush is answered right after the 10 bytes.
     await c.write(encode.request(3, 7n, 0, 0));
     expect(await c.read(16)).toEqual(expected.simpleReply(7n));
+    c.close();
+  });
+
+  test('a client that did not set FIXED_NEWSTYLE can still pick an export with NBD_OPT_EXPORT_NAME', async () => {
+    const c = await fixedNewstyle(0);
+    await c.write(encode.option(OPT.EXPORT_NAME, Buffer.from('disk')));
+    expect((await c.read(134)).readBigUInt64BE(0)).toBe(BigInt(SIZE));
     c.close();
   });
 
