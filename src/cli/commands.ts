@@ -4,10 +4,17 @@
  */
 import type { Command } from 'commander';
 import { register as attach } from './attach.js';
+import { register as check } from './check.js';
+import { register as clone } from './clone.js';
+import { register as create } from './create.js';
 import { register as detach } from './detach.js';
 import { register as devices } from './devices.js';
+import { register as exportImage } from './export.js';
+import { register as importRaw } from './import.js';
+import { register as info } from './info.js';
+import { register as map } from './map.js';
 import { register as serve } from './serve.js';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [serve, attach, detach, devices];
+export const commands: Register[] = [create, importRaw, clone, info, map, check, exportImage, serve, attach, detach, devices];

@@ -1,0 +1,40 @@
+/**
+ * `cowdisk export IMAGE OUT`: the disk as the whole chain reads it, flattened into one sparse raw
+ * file (zero and unallocated ranges stay holes). The work is src/image/export.ts.
+ */
+import type { Command } from 'commander';
+import { exportRaw } from '../image/export.js';
+import { openImage } from '../image/open.js';
+import { realFileSystem } from '../io/real-file.js';
+import { printLines } from './output.js';
+import { withProgress } from './progress.js';
+import { formatSize } from './size.js';
+
+export function register(program: Command): void {
+  program
+    .command('export')
+    .description('Write the disk an image presents (the whole chain, flattened) to a sparse raw file.')
+    .argument('<image>', 'an overlay, a snapshot or a raw image; opened read-only')
+    .argument('<out>', 'the raw file to write; it must not exist')
+    .addHelpText(
+      'after',
+      `
+The image is opened read-only, so it can be exported while it is served; writes that land
+during the export may or may not be in the copy. Ranges that read as zeros become holes.
+
+Example:
+  $ cowdisk export vm1.cow vm1.raw
+  Exported vm1.cow to vm1.raw: 20 GiB (3.1 GiB on disk).
+  $ qemu-img compare vm1.raw 'nbd+unix:///?socket=vm1.sock'`,
+    )
+    .action(async (image: string, out: string) => {
+      const device = await openImage(image, { readOnly: true });
+      try {
+        await withProgress(`exporting ${image}`, (onProgress) => exportRaw(device, out, { onProgress }));
+      } finally {
+        await device.close();
+      }
+      const written = await realFileSystem.stat(out);
+      printLines([`Exported ${image} to ${out}: ${formatSize(written.size)} (${formatSize(written.allocated)} on disk).`]);
+    });
+}
