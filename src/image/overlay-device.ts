@@ -139,24 +139,67 @@ export class OverlayDevice implements BlockDevice {
   async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
     this.checkWritable();
     if (!this.overlay.header.dirty) await this.markDirty();
-    if (!this.allPresent(offset, offset + buf.length)) await this.copyOnWrite(buf, offset);
-    else await this.overlay.file.write(buf, this.overlay.dataPos(0, offset));
+    const end = offset + buf.length;
+    if (!this.pagesLoaded(offset, end)) await this.loadPages(offset, end);
+    if (this.needsFill(offset, end)) {
+      await this.copyOnWrite(buf, offset);
+    } else {
+      await this.overlay.file.write(buf, this.overlay.dataPos(0, offset));
+      this.markPresent(offset, end);
+    }
     this.unsynced = true;
     if (options?.fua) await this.flush();
   }
 
-  /** True when every sub-block [from, to) touches is present and its map page is in memory. */
-  private allPresent(from: number, to: number): boolean {
+  private pagesLoaded(from: number, to: number): boolean {
+    const map = this.overlay.map;
+    const last = Math.floor((to - 1) / this.blockSize);
+    for (let block = Math.floor(from / this.blockSize); block <= last; block += MAP_ENTRIES_PER_PAGE) {
+      if (!map.loaded(block)) return false;
+    }
+    return map.loaded(last) !== undefined;
+  }
+
+  private async loadPages(from: number, to: number): Promise<void> {
+    const last = Math.floor((to - 1) / this.blockSize);
+    for (let block = Math.floor(from / this.blockSize); block <= last; block += MAP_ENTRIES_PER_PAGE) await this.page(block);
+    await this.page(last);
+  }
+
+  /**
+   * Whether [from, to) starts or ends inside a sub-block that is not present: only then must the
+   * rest of that sub-block be filled from below, under the block lock. A write covering whole
+   * sub-blocks (or ending in present ones) needs no lock: it touches no byte another request
+   * could be copying up, and its state change is made in one synchronous step after its data.
+   */
+  private needsFill(from: number, to: number): boolean {
+    const sbs = this.subBlockSize;
+    return (from % sbs !== 0 && !this.isPresent(from)) || (to % sbs !== 0 && !this.isPresent(to - 1));
+  }
+
+  private isPresent(pos: number): boolean {
+    const block = Math.floor(pos / this.blockSize);
+    const page = this.overlay.map.loaded(block) as MapPage;
+    return (page.present(block % MAP_ENTRIES_PER_PAGE) & (1 << Math.floor((pos - block * this.blockSize) / this.subBlockSize))) !== 0;
+  }
+
+  /**
+   * Records that the sub-blocks [from, to) touches are present (their bytes are written). Entries
+   * already saying so are left alone, so a rewrite changes no state and dirties no map page.
+   * The pages are in memory: write paths load them first.
+   */
+  private markPresent(from: number, to: number): void {
     const bs = this.blockSize;
     const last = Math.floor((to - 1) / bs);
     for (let block = Math.floor(from / bs); block <= last; block++) {
-      const page = this.overlay.map.loaded(block);
-      if (!page) return false;
+      const page = this.overlay.map.loaded(block) as MapPage;
+      const slot = block % MAP_ENTRIES_PER_PAGE;
       const start = block * bs;
-      const need = this.bits(Math.max(from, start) - start, Math.min(to, start + bs) - start);
-      if ((page.present(block % MAP_ENTRIES_PER_PAGE) & need) !== need) return false;
+      const mask = this.bits(Math.max(from, start) - start, Math.min(to, start + bs) - start);
+      const p = page.present(slot);
+      if ((p & mask) === mask && (page.zero(slot) & mask) === 0) continue;
+      page.set(slot, (p | mask) >>> 0, (page.zero(slot) & ~mask) >>> 0);
     }
-    return true;
   }
 
   private async copyOnWrite(buf: Buffer, offset: number): Promise<void> {
@@ -184,13 +227,7 @@ export class OverlayDevice implements BlockDevice {
       }
       await this.overlay.file.write(out, this.overlay.dataPos(0, start));
       // Only now that the bytes are written may the map say they are here.
-      for (let block = first; block <= last; block++) {
-        const page = await this.page(block);
-        const slot = block % MAP_ENTRIES_PER_PAGE;
-        const blockStart = block * bs;
-        const mask = this.bits(Math.max(offset, blockStart) - blockStart, Math.min(end, blockStart + bs) - blockStart);
-        page.set(slot, (page.present(slot) | mask) >>> 0, (page.zero(slot) & ~mask) >>> 0);
-      }
+      this.markPresent(offset, end);
     } finally {
       unlock();
     }
