@@ -1,67 +1,57 @@
 /**
  * The real kernel NBD client. A Debian kernel boots under QEMU (test/vm/vm.ts); in it, Debian's
- * nbd-client connects /dev/nbd0 to a server running on the host, through the VM's single
- * forwarded address. The guest makes an ext4 filesystem, writes files, unmounts and disconnects.
- * The host then serves the image again, copies it out with nbdcopy (a client independent of
- * the kernel) and checks the filesystem and the files with e2fsck and debugfs: every byte made
- * the trip kernel -> server -> image file.
+ * nbd-client connects /dev/nbd0 to `cowdisk serve` running on the host (TCP, 127.0.0.1), through
+ * the VM's single forwarded address, with the export named. The guest makes an ext4 filesystem,
+ * writes files, unmounts and disconnects; the server then stops cleanly (exit 0). The host
+ * serves the overlay again, copies it out with nbdcopy (a client independent of the kernel) and
+ * checks the filesystem and the files with e2fsck and debugfs: every byte made the trip
+ * kernel -> cowdisk -> overlay file, and survived closing and reopening the overlay.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
-import { findTool, runInVm } from './vm.js';
+import { findTool, REPO_ROOT, runInVm } from './vm.js';
 
 const IMAGE_BYTES = 64 * 1024 * 1024;
 const GREETING = `written by the guest kernel through /dev/nbd0 at ${new Date().toISOString()}\n`;
 
-/** A port on the loopback that was free a moment ago. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
+const CLI = join(REPO_ROOT, 'bin', 'cowdisk');
 
 interface Server {
   port: number;
-  stop(): Promise<void>;
+  /** SIGTERM, then the exit code: 0 means every image was flushed and closed cleanly. */
+  stop(): Promise<number | null>;
 }
 const running = new Set<ChildProcess>();
 
-/**
- * Serves `image` over TCP on 127.0.0.1. nbdkit's file plugin stands in for `cowdisk serve`
- * until that command exists.
- */
+/** `cowdisk serve IMAGE --port 0` on 127.0.0.1; resolves with the port from the URI it prints. */
 async function serve(image: string): Promise<Server> {
-  const nbdkit = findTool('nbdkit', 'nbdkit');
-  const port = await freePort();
-  // nbdkit writes its pid file once it listens.
-  const pidFile = `${image}.${port}.pid`;
-  const child = spawn(
-    nbdkit,
-    ['--foreground', '--exit-with-parent', '-P', pidFile, '-i', '127.0.0.1', '-p', String(port), 'file', image],
-    { stdio: ['ignore', 'inherit', 'inherit'] },
-  );
+  const child = spawn(process.execPath, [CLI, 'serve', image, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  while (!existsSync(pidFile) || statSync(pidFile).size === 0) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`nbdkit exited before listening on ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      const uri = /^nbd:\/\/127\.0\.0\.1:(\d+)\//m.exec(stdout);
+      if (uri) resolve(Number(uri[1]));
+    });
+    void exited.then((code) =>
+      reject(new Error(`cowdisk serve exited (${code}) before printing its URI (is dist/ built? npm run build)\n${stdout}${stderr}`)),
+    );
+  });
   return {
     port,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
+      child.kill('SIGTERM');
+      const code = await exited;
       running.delete(child);
+      return code;
     },
   };
 }
@@ -82,14 +72,14 @@ test('the kernel nbd client in a VM makes ext4 on the export and its files land 
   };
   const runDir = mkdtempSync(join(tmpdir(), 'cowdisk-nbd-client-'));
   try {
-    const image = join(runDir, 'disk.img');
-    writeFileSync(image, '');
-    truncateSync(image, IMAGE_BYTES);
+    const image = join(runDir, 'disk.cow');
+    execFileSync(process.execPath, [CLI, 'create', image, '--size', String(IMAGE_BYTES)], { stdio: 'pipe' });
     const payload = randomBytes(3 * 1024 * 1024 + 123);
     writeFileSync(join(runDir, 'payload.bin'), payload);
 
     const server = await serve(image);
     let result;
+    let serverExit;
     try {
       result = await runInVm({
         runDir,
@@ -97,7 +87,7 @@ test('the kernel nbd client in a VM makes ext4 on the export and its files land 
         env: { GREETING },
         script: `
           ${tools.modprobe} nbd
-          ${tools.nbdClient} "$VM_FORWARD_HOST" "$VM_FORWARD_PORT" /dev/nbd0 -N ''
+          ${tools.nbdClient} "$VM_FORWARD_HOST" "$VM_FORWARD_PORT" /dev/nbd0 -N disk
           echo "nbd0-bytes=$(blockdev --getsize64 /dev/nbd0)"
           ${tools.mkfs} -q /dev/nbd0
           mkdir /tmp/mnt
@@ -111,9 +101,10 @@ test('the kernel nbd client in a VM makes ext4 on the export and its files land 
         `,
       });
     } finally {
-      await server.stop();
+      serverExit = await server.stop();
     }
     expect(result.exitCode, result.output).toBe(0);
+    expect(serverExit).toBe(0);
     expect(result.output).toContain(`nbd0-bytes=${IMAGE_BYTES}`);
     expect(result.output).toContain('guest-done');
 
@@ -121,9 +112,9 @@ test('the kernel nbd client in a VM makes ext4 on the export and its files land 
     const copy = join(runDir, 'copy.raw');
     const again = await serve(image);
     try {
-      execFileSync(tools.nbdcopy, [`nbd://127.0.0.1:${again.port}`, copy]);
+      execFileSync(tools.nbdcopy, [`nbd://127.0.0.1:${again.port}/disk`, copy]);
     } finally {
-      await again.stop();
+      expect(await again.stop()).toBe(0);
     }
     execFileSync(tools.e2fsck, ['-fn', copy], { stdio: 'pipe' });
     const greeting = execFileSync(tools.debugfs, ['-R', 'cat /greeting.txt', copy], { stdio: ['ignore', 'pipe', 'ignore'] });
