@@ -43,6 +43,9 @@
  * The writable share is 9p with cache=none: reads, writes and fsync work on it; fallocate (also
  * punch-hole) fails with EOPNOTSUPP; POSIX locks are enforced only among guest processes (the
  * host does not see them) and flock is emulated with them, so lock tests fit the guest's /tmp.
+ * Inode numbers and st_dev differ between the two sides (9p remaps them; Linux adds 2 to every
+ * 9p inode even without remapping), while sizes and nanosecond mtimes agree: a fingerprint made
+ * of inode numbers (a raw parent's identity) does not carry across, a content digest does.
  *
  * ## How it boots
  * initramfs.ts builds a tiny initramfs (static busybox + the virtio / 9p / virtio-net modules
