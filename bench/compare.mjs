@@ -74,8 +74,12 @@ async function main() {
   if (!(waitIdle >= 0)) throw new Error(`--wait-idle ${values['wait-idle']}: expected a number of seconds`);
   if (unknownJob) throw new Error(`unknown job ${unknownJob}; the jobs are ${JOB_IDS.join(', ')}`);
 
+  // Ctrl-C: stop the servers we started (the fio in flight then fails), stop between
+  // measurements, and let the run remove its temporary directory on the way out.
+  const abort = new AbortController();
   const stopOnSignal = () => {
     process.exitCode = 130;
+    abort.abort(new Error('interrupted'));
     void stopAllServers();
   };
   process.on('SIGINT', stopOnSignal);
@@ -91,6 +95,7 @@ async function main() {
       chain: !values['no-chain'],
       dir: values.dir ?? defaultDir,
       waitIdle,
+      signal: abort.signal,
     },
     (line) => process.stderr.write(`compare: ${line}\n`),
   );
@@ -100,6 +105,10 @@ async function main() {
 }
 
 main().catch((err) => {
+  if (process.exitCode === 130) {
+    process.stderr.write('compare: interrupted; the servers are stopped and the temporary files removed\n');
+    return;
+  }
   process.stderr.write(`compare: ${err instanceof Error ? err.message : String(err)}\n`);
-  if (process.exitCode === undefined || process.exitCode === 0) process.exitCode = 1;
+  process.exitCode = 1;
 });

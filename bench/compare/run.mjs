@@ -40,6 +40,7 @@ export const TOOLS = [cowdiskTool, ...PEERS];
  * @property {boolean} chain  run the chain-depth variant
  * @property {string} dir  parent of the run's temporary directory
  * @property {number} waitIdle  seconds each measurement may wait for other processes to go quiet
+ * @property {AbortSignal} [signal]  aborts the run between measurements (Ctrl-C)
  */
 
 /**
@@ -86,6 +87,7 @@ export async function compare(options, progress) {
     for (let rep = 0; rep < options.reps; rep++) {
       for (const job of jobs) {
         for (const tool of rotate(tools, rep)) {
+          options.signal?.throwIfAborted();
           const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), job.prepare, job.measure, options.waitIdle);
           const row = /** @type {Result['results'][number]} */ (results.find((r) => r.tool === tool.id && r.job === job.id));
           row.reps.push(m);
@@ -167,6 +169,7 @@ async function measureChain(runCtx, options, progress) {
   const rows = CHAIN_DEPTHS.map((depth) => ({ depth, reps: /** @type {Sample[]} */ ([]), median: /** @type {any} */ (null) }));
   for (let rep = 0; rep < options.reps; rep++) {
     for (const row of rotate(rows, rep)) {
+      options.signal?.throwIfAborted();
       const parent = /** @type {string} */ (parents.get(row.depth));
       const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), undefined, pass, options.waitIdle);
       row.reps.push(m);
