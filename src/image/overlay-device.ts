@@ -259,9 +259,7 @@ export class OverlayDevice implements BlockDevice {
       if (options.fastZero) {
         throw new CowdiskError(ErrorCode.UNSUPPORTED, 'zeroing with storage kept allocated means writing zeros, which is not fast.');
       }
-      for (let at = offset; at < offset + length; at += ZERO_BUFFER.length) {
-        await this.write(ZERO_BUFFER.subarray(0, Math.min(ZERO_BUFFER.length, offset + length - at)), at);
-      }
+      await this.writeZeros(offset, length);
     } else {
       await this.release(offset, length);
     }
@@ -283,16 +281,23 @@ export class OverlayDevice implements BlockDevice {
     const innerStart = Math.ceil(offset / sbs) * sbs;
     const innerEnd = Math.max(innerStart, Math.floor(end / sbs) * sbs);
     if (innerStart >= end || innerEnd <= offset) {
-      await this.write(ZERO_BUFFER.subarray(0, length), offset);
+      await this.writeZeros(offset, length);
       return;
     }
-    if (offset < innerStart) await this.write(ZERO_BUFFER.subarray(0, innerStart - offset), offset);
-    if (innerEnd < end) await this.write(ZERO_BUFFER.subarray(0, end - innerEnd), innerEnd);
+    if (offset < innerStart) await this.writeZeros(offset, innerStart - offset);
+    if (innerEnd < end) await this.writeZeros(innerEnd, end - innerEnd);
     const bs = this.blockSize;
     for (let chunk = innerStart; chunk < innerEnd; chunk += ZERO_CHUNK_BLOCKS * bs) {
       await this.releaseWhole(chunk, Math.min(innerEnd, chunk + ZERO_CHUNK_BLOCKS * bs));
     }
     this.unsynced = true;
+  }
+
+  /** Writes zeros over [offset, offset + length) in pieces of the shared buffer (a sub-block may be larger). */
+  private async writeZeros(offset: number, length: number): Promise<void> {
+    for (let at = offset; at < offset + length; at += ZERO_BUFFER.length) {
+      await this.write(ZERO_BUFFER.subarray(0, Math.min(ZERO_BUFFER.length, offset + length - at)), at);
+    }
   }
 
   /** Sets whole sub-blocks [from, to) to zero (or absent, with no parent) and punches their data. */
