@@ -28,6 +28,8 @@ export interface ProgressOptions {
 export const PROGRESS_DELAY_MS = 1000;
 const REDRAW_MS = 100;
 const ERASE = '\r\x1b[K';
+/** Room kept for the tail ("  42%  430 MiB / 1 GiB  297.91 MiB/s" and most longer ones). */
+const TAIL_ROOM = 40;
 
 export class ProgressBar {
   private readonly stream: ProgressStream;
@@ -72,8 +74,10 @@ export class ProgressBar {
     const tail = ` ${String(Math.floor(fraction * 100)).padStart(3)}%  ${amount(done)} / ${amount(total)}${rate}`;
     // Stay within one line, the last column left free: a wrapped bar cannot overwrite itself.
     // The bar shrinks first (down to nothing), then the label loses its start.
-    const columns = (this.stream.columns ?? 80) - 1;
-    const width = Math.min(40, columns - this.label.length - tail.length - 3);
+    // A pseudo-terminal with no size set reports 0 columns: treat it as unknown.
+    const columns = (this.stream.columns || 80) - 1;
+    // The bar's width does not follow the tail's, which changes as digits come and go.
+    const width = Math.min(40, columns - this.label.length - Math.max(tail.length, TAIL_ROOM) - 3);
     if (width < 10) return `${clipStart(this.label, columns - tail.length)}${tail}`;
     const filled = Math.round(fraction * width);
     return `${this.label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}]${tail}`;

@@ -39,7 +39,7 @@ describe('ProgressBar', () => {
     bar.update(512 * 1024 * 1024, 1024 * 1024 * 1024);
     expect(t.out).toHaveLength(1);
     const [, done, todo] = /^\rimporting \[(#+)(-+)\]  50%  512 MiB \/ 1 GiB  256 MiB\/s\x1b\[K$/.exec(t.out[0]) ?? [];
-    expect(done.length).toBe(todo.length);
+    expect(Math.abs(done.length - todo.length)).toBeLessThanOrEqual(1);
     bar.finish();
     expect(t.out[1]).toBe('\r\x1b[K');
   });
