@@ -66,7 +66,15 @@ describe('ProgressBar', () => {
     expect(line).toMatch(/^….*vm1\.cow +42%  3 \/ 7$/);
   });
 
-  it('erases the bar when the work fails', async () => {
+  it('treats a terminal that reports 0 columns (a pty with no size) as 80 wide', () => {
+    const t = terminal(true, 0);
+    const bar = new ProgressBar('importing disk.raw', t);
+    t.advance(1500);
+    bar.update(1, 4);
+    expect(t.out[0]).toMatch(/^\rimporting disk\.raw \[#+-+\]  25%/);
+  });
+
+  it('erases the bar when the work fails, async () => {
     const t = terminal();
     const failing = withProgress(
       'x',
