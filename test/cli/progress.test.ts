@@ -74,7 +74,7 @@ describe('ProgressBar', () => {
     expect(t.out[0]).toMatch(/^\rimporting disk\.raw \[#+-+\]  25%/);
   });
 
-  it('erases the bar when the work fails, async () => {
+  it('erases the bar when the work fails', async () => {
     const t = terminal();
     const failing = withProgress(
       'x',
