@@ -62,6 +62,16 @@ export async function scribbleFile(fs: FileSystem, file: string, model: DiskMode
   }
 }
 
+/** The paths of the layers of `file`'s chain, top first. */
+export async function chainPaths(fs: FileSystem, file: string): Promise<string[]> {
+  const image = await openImage(file, { fs, readOnly: true });
+  try {
+    return image.chain.map((l) => l.path);
+  } finally {
+    await image.close();
+  }
+}
+
 /** `check` finds no error in `file` (and the chain beneath it). */
 export async function expectChecks(fs: FileSystem, file: string): Promise<void> {
   const report = await checkImage(file, { fs });

@@ -14,18 +14,9 @@ import { heldBlocks, layersOf } from '../../src/image/lifecycle/layers.js';
 import { snapshotOverlay } from '../../src/image/lifecycle/snapshot.js';
 import { Random, buildChain, pattern } from '../helpers/engine-chain.js';
 import { DiskModel } from '../helpers/model.js';
-import { expectChecks, expectSameDisk, readDisk, scribbleFile } from './helpers.js';
+import { chainPaths, expectChecks, expectSameDisk, readDisk, scribbleFile } from './helpers.js';
 
 const KiB = 1024;
-
-async function chainPaths(fs: FileSystem, file: string): Promise<string[]> {
-  const image = await openImage(file, { fs, readOnly: true });
-  try {
-    return image.chain.map((l) => l.path);
-  } finally {
-    await image.close();
-  }
-}
 
 async function overlayHolds(fs: FileSystem, file: string): Promise<number> {
   const image = await openImage(file, { fs, readOnly: true });
