@@ -10,7 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
-import { runInVm } from './vm.js';
+import { findTool, runInVm } from './vm.js';
 
 /** True if a live process has `text` in its command line. */
 function processMentions(text: string): boolean {
@@ -85,3 +85,10 @@ test('a VM that overruns its timeout is killed and the run fails with the consol
     rmSync(runDir, { recursive: true, force: true });
   }
 }, 60_000);
+
+test('a missing tool fails with the Debian package that provides it', () => {
+  expect(() => findTool('cowdisk-no-such-tool', 'cowdisk-no-such-package')).toThrow(
+    /cowdisk-no-such-tool not found: install the Debian package cowdisk-no-such-package/,
+  );
+  expect(findTool('qemu-system-x86_64', 'qemu-system-x86')).toMatch(/\/qemu-system-x86_64$/);
+});
