@@ -20,6 +20,8 @@ export class WatchedFileSystem implements FileSystem {
   readonly reads: ReadRecord[] = [];
   /** Reads that reached past the end of their file (see the header comment). */
   readonly outside: string[] = [];
+  /** Handles opened or created and not yet closed, by path. */
+  readonly handles = new Map<string, number>();
 
   constructor(readonly inner: FileSystem) {}
 
@@ -29,6 +31,11 @@ export class WatchedFileSystem implements FileSystem {
 
   async create(path: string, options?: CreateOptions): Promise<BlockFile> {
     return new WatchedFile(this, await this.inner.create(path, options));
+  }
+
+  /** Paths with handles still open. */
+  get leaked(): string[] {
+    return [...this.handles].filter(([, n]) => n > 0).map(([p]) => p);
   }
 
   stat(path: string): Promise<FileStat> {
@@ -66,10 +73,14 @@ export class WatchedFileSystem implements FileSystem {
 }
 
 class WatchedFile implements BlockFile {
+  private closed = false;
+
   constructor(
     private readonly fs: WatchedFileSystem,
     private readonly inner: BlockFile,
-  ) {}
+  ) {
+    fs.handles.set(inner.path, (fs.handles.get(inner.path) ?? 0) + 1);
+  }
 
   get path(): string {
     return this.inner.path;
@@ -121,6 +132,8 @@ class WatchedFile implements BlockFile {
   }
 
   close(): Promise<void> {
+    if (!this.closed) this.fs.handles.set(this.inner.path, (this.fs.handles.get(this.inner.path) ?? 1) - 1);
+    this.closed = true;
     return this.inner.close();
   }
 }
