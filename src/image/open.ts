@@ -2,8 +2,9 @@
  * Opening an image and the chain beneath it.
  *
  * The kind of a file is read from its first bytes: an overlay, a snapshot layer, or (no cowdisk
- * magic) a raw image. A child names its parent by a path relative to the child's own directory
- * and by the parent's identity; each link is checked as the chain is opened, top down:
+ * magic) a raw image; an overlay whose first header slot is damaged is known by its second. A
+ * child names its parent by a path relative to the child's own directory and by the parent's
+ * identity; each link is checked as the chain is opened, top down:
  * - a parent that is not there: PARENT_MISSING, naming both files and the command that re-points;
  * - a raw base whose size, inode or modification time changed: PARENT_CHANGED, saying what changed;
  * - a snapshot whose layer digest is not the recorded one: PARENT_CHANGED;
@@ -13,8 +14,8 @@
  */
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { DEFAULT_BLOCK_SIZE, MAGIC_LENGTH } from '../format/constants.js';
-import { type ParentRef, sniffKind } from '../format/header.js';
+import { DEFAULT_BLOCK_SIZE, HEADER_SIZE, MAGIC_LENGTH } from '../format/constants.js';
+import { type ParentRef, decodeOverlayHeader, sniffKind } from '../format/header.js';
 import { OverlayFile } from '../format/overlay.js';
 import { RawFile, rawIdentityChanges } from '../format/raw.js';
 import { SnapshotFile } from '../format/snapshot.js';
@@ -45,7 +46,21 @@ export async function detectKind(file: string, fs: FileSystem = realFileSystem):
   try {
     const magic = Buffer.alloc(MAGIC_LENGTH);
     const n = await handle.read(magic, 0);
-    return (n === MAGIC_LENGTH && sniffKind(magic)) || 'raw';
+    const kind = n === MAGIC_LENGTH ? sniffKind(magic) : undefined;
+    if (kind) return kind;
+    // An overlay keeps two header slots so that it survives damage to one: a damaged first slot
+    // (its magic included) must not make it pass for a raw image. A valid second slot decides.
+    if ((await handle.size()) >= 2 * HEADER_SIZE) {
+      const second = Buffer.alloc(HEADER_SIZE);
+      await handle.read(second, HEADER_SIZE);
+      try {
+        decodeOverlayHeader(second, handle.path);
+        return 'overlay';
+      } catch {
+        // Not an overlay header either: a raw image.
+      }
+    }
+    return 'raw';
   } finally {
     await handle.close();
   }
