@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { checkImage, type CheckReport, type Problem } from '../image/check.js';
 import { ExitCode } from './exit-codes.js';
-import { printJson, printLines } from './output.js';
+import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize } from './size.js';
 
@@ -55,9 +55,9 @@ function render(image: string, report: CheckReport): string[] {
   const warnings = report.problems.length - errors;
   const { layers, blocksVerified, bytesVerified } = report.stats;
   if (report.problems.length === 0) {
-    lines.push(`${image}: no problems found (${layers} layer${layers === 1 ? '' : 's'}, ${blocksVerified} stored blocks verified, ${formatSize(bytesVerified)}).`);
+    lines.push(`${image}: no problems found (${count(layers, 'layer')}, ${count(blocksVerified, 'stored block')} verified, ${formatSize(bytesVerified)}).`);
   } else {
-    lines.push(`${image}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}.`);
+    lines.push(`${image}: ${count(errors, 'error')}, ${count(warnings, 'warning')}.`);
   }
   return lines;
 }

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { importRaw } from '../image/import.js';
 import { describeImage, type ImageDescription } from '../image/info.js';
-import { printJson, printLines } from './output.js';
+import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize, sizeOption } from './size.js';
 
@@ -48,8 +48,8 @@ function summary(raw: string, snapshot: string, layer: ImageDescription): string
   const { presentBlocks, zeroBlocks, dataBytes } = layer.allocation;
   return [
     `Imported ${raw} into ${snapshot}: ${formatSize(layer.virtualSize)} in ${formatSize(layer.blockSize)} blocks.`,
-    `  stored   ${presentBlocks} blocks, ${formatSize(dataBytes ?? 0)} after compression`,
-    `  zeros    ${zeroBlocks} blocks`,
+    `  stored   ${count(presentBlocks ?? 0, 'block')}, ${formatSize(dataBytes ?? 0)} after compression`,
+    `  zeros    ${count(zeroBlocks ?? 0, 'block')}`,
     `  digest   ${layer.identity}`,
   ];
 }

@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { mapExtents, type MappedExtent } from '../image/map.js';
 import { openImage } from '../image/open.js';
+import { StreamedOutput } from './output.js';
 
 interface MapCliOptions {
   json?: boolean;
@@ -34,40 +35,36 @@ Example:
     )
     .action(async (image: string, options: MapCliOptions) => {
       const device = await openImage(image, { readOnly: true });
+      const out = new StreamedOutput();
       try {
-        if (options.json) await printJson(mapExtents(device));
-        else await printTable(mapExtents(device));
+        if (options.json) await printJson(mapExtents(device), out);
+        else await printTable(mapExtents(device), out);
       } finally {
         await device.close();
       }
+      out.finish();
     });
 }
 
 const COLUMN = 14;
 
-async function printTable(extents: AsyncIterable<MappedExtent>): Promise<void> {
-  await write(`${'OFFSET'.padEnd(COLUMN)} ${'LENGTH'.padEnd(COLUMN)} KIND  LAYER  FILE\n`);
+async function printTable(extents: AsyncIterable<MappedExtent>, out: StreamedOutput): Promise<void> {
+  await out.write(`${'OFFSET'.padEnd(COLUMN)} ${'LENGTH'.padEnd(COLUMN)} KIND  LAYER  FILE\n`);
+  const hex = (n: number) => `0x${n.toString(16)}`.padEnd(COLUMN);
   for await (const e of extents) {
-    const hex = (n: number) => `0x${n.toString(16)}`.padEnd(COLUMN);
-    await write(`${hex(e.offset)} ${hex(e.length)} ${e.kind.padEnd(4)}  ${String(e.layer).padEnd(5)}  ${e.path ?? '-'}\n`);
+    if (out.ended) break;
+    await out.write(`${hex(e.offset)} ${hex(e.length)} ${e.kind.padEnd(4)}  ${String(e.layer).padEnd(5)}  ${e.path ?? '-'}\n`);
   }
 }
 
 /** A JSON array, one extent a line, written as the extents come. */
-async function printJson(extents: AsyncIterable<MappedExtent>): Promise<void> {
+async function printJson(extents: AsyncIterable<MappedExtent>, out: StreamedOutput): Promise<void> {
   let first = true;
-  await write('[');
+  await out.write('[');
   for await (const e of extents) {
-    await write(`${first ? '\n  ' : ',\n  '}${JSON.stringify(e)}`);
+    if (out.ended) break;
+    await out.write(`${first ? '\n  ' : ',\n  '}${JSON.stringify(e)}`);
     first = false;
   }
-  await write(first ? ']\n' : '\n]\n');
-}
-
-/** Writes to stdout, waiting when the pipe is full so a large map does not pile up in memory. */
-function write(text: string): Promise<void> {
-  return new Promise((resolve) => {
-    if (process.stdout.write(text)) resolve();
-    else process.stdout.once('drain', () => resolve());
-  });
+  await out.write(first ? ']\n' : '\n]\n');
 }

@@ -1,6 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { openImage } from '../../src/index.js';
+import { run } from '../helpers/nbd-tools.js';
+import { REPO } from '../kernel/cli.js';
 import { KiB, cowdisk, json, ok, scratchDir, writeRaw } from './fixtures.js';
 
 const { at } = scratchDir();
@@ -42,6 +44,15 @@ describe('cowdisk map', () => {
   it('shows a blank overlay as one hole no layer serves', async () => {
     await ok(['create', at('blank.cow'), '--size', '3M']);
     expect(await json(['map', at('blank.cow')])).toEqual([{ offset: 0, length: 3 * 1024 * KiB, kind: 'hole', layer: -1, path: null }]);
+  });
+
+  it('stops quietly when its reader goes away early (| head), exit code 0', async () => {
+    writeRaw(at('striped.raw'), 'rz'.repeat(2048), 4 * KiB);
+    await ok(['import', '--block-size', '4K', at('striped.raw'), at('striped.snap')]);
+    // 4096 extents make far more output than a pipe holds, so the writer meets the closed pipe.
+    const script = `"${process.execPath}" "${REPO}bin/cowdisk" map "${at('striped.snap')}" | head -n 2; exit \${PIPESTATUS[0]}`;
+    const result = await run('/bin/bash', ['-c', script], { allowFailure: true });
+    expect(result).toEqual({ code: 0, stdout: expect.stringMatching(/^OFFSET .*\n0x0 .*\n$/), stderr: '' });
   });
 
   it('names a file that does not exist (exit code 1)', async () => {
