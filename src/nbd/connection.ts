@@ -15,6 +15,8 @@
  *   was already handed to the device still completes; its replies are dropped.
  * - Server shutdown: buffered requests are answered ESHUTDOWN, in-flight ones finish, then close;
  *   a connection still negotiating is closed at once.
+ * In the first, second and last forms, a client that does not read the final replies is cut off
+ * after the owner's drain timeout, so it cannot hold a shutdown open.
  * `done` resolves when the socket is closed and no request is in flight, which is what the server
  * waits for before it closes the devices.
  */
@@ -38,6 +40,8 @@ const HANDSHAKE_BUFFERED = 1024 * 1024;
 export interface ConnectionOwner {
   findExport(name: string): ExportConfig | undefined;
   listExports(): readonly ExportConfig[];
+  /** How long a closing connection may take to hand its last replies over before it is cut (ms). */
+  readonly drainTimeout: number;
 }
 
 let nextId = 1;
@@ -192,13 +196,17 @@ export class Connection implements HandshakeHost, TransmissionHost {
     if (!this.ending) this.stopReading();
   }
 
-  /** Sends what is queued, then closes the socket. */
+  /**
+   * Sends what is queued, then closes the socket. A client that does not read its last replies
+   * cannot hold the connection (and a server shutdown) open: after `drainTimeout` it is cut.
+   */
   private finish(): void {
     if (this.closed) return;
     this.writer.flush();
     const socket = this.socket;
     if (socket.destroyed) return;
     socket.end(() => socket.destroy());
+    setTimeout(() => socket.destroy(), this.owner.drainTimeout).unref();
   }
 
   private destroy(reason: string): void {

@@ -26,6 +26,12 @@ export interface NbdServerOptions {
   exports: ExportConfig[];
   /** Connections beyond this many are closed at once (default: no limit). */
   maxConnections?: number;
+  /**
+   * How long a closing connection may take to hand its last replies to the client, in
+   * milliseconds, before it is cut (default 10 s): a client that never reads cannot hold
+   * `close()` open.
+   */
+  drainTimeout?: number;
 }
 
 /** Where to listen: a Unix socket path, or a TCP port (0 picks a free one) on `host` (default 127.0.0.1). */
@@ -47,6 +53,7 @@ interface Listener {
 
 export class NbdServer implements ConnectionOwner {
   readonly exports: readonly ExportConfig[];
+  readonly drainTimeout: number;
   private readonly maxConnections: number;
   private readonly listeners: Listener[] = [];
   private readonly connections = new Set<Connection>();
@@ -65,6 +72,7 @@ export class NbdServer implements ConnectionOwner {
     }
     this.exports = [...exports];
     this.maxConnections = options.maxConnections ?? Infinity;
+    this.drainTimeout = options.drainTimeout ?? 10_000;
   }
 
   /** Open connections (including ones still negotiating). */

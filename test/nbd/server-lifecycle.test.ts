@@ -54,6 +54,18 @@ describe('close()', () => {
     expect(closes).toBe(1);
   });
 
+  test('a client that never reads its replies cannot hold close() open', async () => {
+    const srv = await startServer([{ name: 'disk', device: new MemoryDevice({ size: 4 * 1024 * 1024 }) }], { drainTimeout: 200 });
+    const { client } = await negotiate(srv.socket);
+    client.pause();
+    // 100 MiB of replies: far more than the socket buffers hold.
+    client.socket.write(Buffer.concat(Array.from({ length: 100 }, (_, i) => encode.request(CMD.READ, BigInt(i), 0, 1024 * 1024))));
+    await new Promise((r) => setTimeout(r, 200));
+    await srv.server.close();
+    expect(srv.server.connectionCount).toBe(0);
+    client.close();
+  });
+
   test('after close() nobody can connect', async () => {
     const srv = await startServer([{ name: 'disk', device: new MemoryDevice({ size: 4096 }) }]);
     await srv.server.close();
