@@ -32,6 +32,7 @@ async function fio(...args: string[]): Promise<void> {
     '--verify=crc32c',
     '--do_verify=1',
     '--verify_fatal=1',
+    '--verify_state_save=0',
     '--output-format=json',
     ...args,
   ]);
