@@ -200,44 +200,40 @@ export class Transmission {
     payload: Buffer,
     cost: number,
   ): Promise<void> {
-    const fua = (flags & CmdFlag.FUA) !== 0;
     const device = this.device;
+    // FUA goes to the device when it honours it; otherwise the write is followed by a flush.
+    const fua = (flags & CmdFlag.FUA) !== 0;
+    const deviceFua = fua && this.deviceFua ? FUA : undefined;
     try {
       switch (cmd) {
         case Cmd.READ:
           await this.read(flags, handleHi, handleLo, offset, length);
-          break;
+          return;
+        case Cmd.BLOCK_STATUS:
+          await this.blockStatus(flags, handleHi, handleLo, offset, length);
+          return;
         case Cmd.WRITE:
-          if (length > 0) await device.write(payload, offset, fua && this.deviceFua ? FUA : undefined);
-          if (fua && !this.deviceFua) await device.flush();
-          this.host.writer.simple(handleHi, handleLo, 0);
+          if (length > 0) await device.write(payload, offset, deviceFua);
           break;
         case Cmd.FLUSH:
           await device.flush();
-          this.host.writer.simple(handleHi, handleLo, 0);
           break;
         case Cmd.TRIM:
-          if (length > 0) await device.trim(offset, length, fua && this.deviceFua ? FUA : undefined);
-          if (fua && !this.deviceFua) await device.flush();
-          this.host.writer.simple(handleHi, handleLo, 0);
+          if (length > 0) await device.trim(offset, length, deviceFua);
           break;
         case Cmd.CACHE:
           await this.cache(offset, length);
-          this.host.writer.simple(handleHi, handleLo, 0);
           break;
         case Cmd.WRITE_ZEROES:
           if ((flags & CmdFlag.FAST_ZERO) !== 0 && !this.fastZero) {
             this.fail(handleHi, handleLo, NbdErrno.ENOTSUP, 'NBD_CMD_WRITE_ZEROES: zeroing would not be faster than writing');
-            break;
+            return;
           }
-          if (length > 0) await device.zero(offset, length, zeroOptions(flags, fua && this.deviceFua));
-          if (fua && !this.deviceFua) await device.flush();
-          this.host.writer.simple(handleHi, handleLo, 0);
-          break;
-        case Cmd.BLOCK_STATUS:
-          await this.blockStatus(flags, handleHi, handleLo, offset, length);
+          if (length > 0) await device.zero(offset, length, zeroOptions(flags, deviceFua !== undefined));
           break;
       }
+      if (fua && !this.deviceFua && (cmd === Cmd.WRITE || cmd === Cmd.TRIM || cmd === Cmd.WRITE_ZEROES)) await device.flush();
+      this.host.writer.simple(handleHi, handleLo, 0);
     } catch (err) {
       this.fail(handleHi, handleLo, nbdErrno(err, cmd, flags), `${commandName(cmd)}: ${errorMessage(err)}`);
     } finally {
