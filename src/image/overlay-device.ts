@@ -320,12 +320,11 @@ export class OverlayDevice implements BlockDevice {
         const nextP = (p & ~mask) >>> 0;
         const nextZ = whiteout ? (z | mask) >>> 0 : (z & ~mask) >>> 0;
         if (nextP !== p || nextZ !== z) page.set(slot, nextP, nextZ);
+        // Only the released sub-blocks are punched, never the rest of the block: a write that
+        // needs no fill runs without the block lock and may be writing another sub-block of this
+        // block right now, before the map says it is present.
         const freed = p & mask;
         if (freed === 0) continue;
-        if (nextP === 0) {
-          addPunch(punches, this.overlay.dataPos(block), bs);
-          continue;
-        }
         for (let sub = 0; sub < 32; sub++) {
           if (freed & (1 << sub)) addPunch(punches, this.overlay.dataPos(block, sub * sbs), sbs);
         }
