@@ -1,6 +1,7 @@
 import { readFileSync, utimesSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
+import { startServe } from '../helpers/nbd-cli.js';
 import { run } from '../helpers/nbd-tools.js';
 import { REPO } from '../kernel/cli.js';
 import { KiB, cowdisk, flipByte, json, ok, scratchDir, writeRaw } from './fixtures.js';
@@ -83,6 +84,18 @@ describe('cowdisk check', () => {
     expect(repaired.stdout).toContain('repaired: the not-closed-cleanly mark was cleared.');
     expect((await json(['info', crashed])).dirty).toBe(false);
     expect((await ok(['check', crashed])).stdout).toContain('no problems found (2 layers');
+  });
+
+  it('refuses --repair while the overlay is served: COWDISK_E_LOCKED, exit code 1, not "damage found"', async () => {
+    await ok(['clone', at('base.snap'), at('busy.cow')]);
+    const server = await startServe(['--socket', at('busy.sock'), at('busy.cow')]);
+    try {
+      const result = await cowdisk(['check', '--repair', at('busy.cow')]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(ErrorCode.LOCKED);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
   });
 
   it('names a file that does not exist (exit code 1)', async () => {
