@@ -21,6 +21,7 @@ import { CowdiskError, ErrorCode, isCowdiskError } from '../errors.js';
 import type { Attachment } from '../kernel/attach.js';
 import { parseDevice } from '../kernel/devices.js';
 import { printDevices } from './devices.js';
+import { parseCount } from './size.js';
 
 interface AttachCliOptions {
   readOnly?: boolean;
@@ -96,19 +97,11 @@ function parseRequest(image: string, device: string | undefined, options: Attach
     device,
     index: device === undefined ? undefined : parseDevice(device),
     readOnly: options.readOnly ?? false,
-    connections: wholeNumber(options.connections, '--connections', 1),
-    timeout: options.timeout === undefined ? undefined : wholeNumber(options.timeout, '--timeout', 0),
+    connections: parseCount(options.connections, '--connections', 1),
+    timeout: options.timeout === undefined ? undefined : parseCount(options.timeout, '--timeout', 0),
     ioctl: options.ioctl ?? false,
     pidFile: options.pidFile === undefined ? undefined : path.resolve(options.pidFile),
   };
-}
-
-function wholeNumber(value: string, name: string, minimum: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < minimum) {
-    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${name} must be a whole number of at least ${minimum}, not "${value}".`);
-  }
-  return n;
 }
 
 async function attachImage(request: AttachRequest): Promise<{ attachment: Attachment; line: string }> {

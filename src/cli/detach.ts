@@ -3,9 +3,9 @@
  * has closed the image cleanly. The work is in src/kernel/detach.ts.
  */
 import type { Command } from 'commander';
-import { CowdiskError, ErrorCode } from '../errors.js';
 import { parseDevice } from '../kernel/devices.js';
 import { detach } from '../kernel/detach.js';
+import { parseCount } from './size.js';
 
 interface DetachCliOptions {
   force?: boolean;
@@ -32,10 +32,7 @@ Example:
   detached /dev/nbd0: /var/lib/vms/vm1.cow closed cleanly`,
     )
     .action(async (name: string, options: DetachCliOptions) => {
-      const wait = Number(options.wait);
-      if (!Number.isFinite(wait) || wait <= 0) {
-        throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--wait must be a number of seconds above 0, not "${options.wait}".`);
-      }
+      const wait = parseCount(options.wait, '--wait', 1);
       const result = await detach(parseDevice(name), { force: options.force, timeoutMs: wait * 1000 });
       if (!result.record) {
         process.stdout.write(`detached ${result.device}\n`);

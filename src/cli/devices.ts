@@ -4,6 +4,8 @@
  */
 import type { Command } from 'commander';
 import { inventory, type DeviceEntry } from '../kernel/inventory.js';
+import { printJson, printLines } from './output.js';
+import { formatSize } from './size.js';
 
 export interface DevicesOptions {
   all?: boolean;
@@ -13,21 +15,20 @@ export interface DevicesOptions {
 export async function printDevices(options: DevicesOptions): Promise<void> {
   const { driverLoaded, devices } = await inventory();
   const shown = options.all ? devices : devices.filter((d) => d.state !== 'free');
-  if (options.json) {
-    process.stdout.write(`${JSON.stringify({ driverLoaded, devices: shown }, null, 2)}\n`);
-    return;
-  }
-  if (!driverLoaded) process.stdout.write('The nbd driver is not loaded (`modprobe nbd` loads it).\n');
+  if (options.json) return printJson({ driverLoaded, devices: shown });
+  const lines: string[] = [];
+  if (!driverLoaded) lines.push('The nbd driver is not loaded (`modprobe nbd` loads it).');
   if (shown.length === 0) {
-    if (driverLoaded) process.stdout.write('No nbd device is attached.\n');
-    return;
+    if (driverLoaded) lines.push('No nbd device is attached.');
+    return printLines(lines);
   }
   const rows = [['DEVICE', 'STATE', 'MODE', 'SIZE', 'PID', 'SINCE', 'IMAGE'], ...shown.map(row)];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  for (const r of rows) process.stdout.write(`${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')}\n`);
+  for (const r of rows) lines.push(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '));
   if (shown.some((d) => d.state === 'orphaned')) {
-    process.stdout.write('\norphaned: the serving process died; `cowdisk detach DEVICE` disconnects it, then `cowdisk check IMAGE`.\n');
+    lines.push('', 'orphaned: the serving process died; `cowdisk detach DEVICE` disconnects it, then `cowdisk check IMAGE`.');
   }
+  printLines(lines);
 }
 
 function row(d: DeviceEntry): string[] {
@@ -35,22 +36,11 @@ function row(d: DeviceEntry): string[] {
     d.device,
     d.state,
     d.state === 'free' ? '-' : d.readOnly ? 'ro' : 'rw',
-    d.sizeBytes ? humanSize(d.sizeBytes) : '-',
+    d.sizeBytes ? formatSize(d.sizeBytes) : '-',
     d.pid === undefined ? '-' : String(d.pid),
     d.attachedAt ? d.attachedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '-',
     d.image ?? '-',
   ];
-}
-
-function humanSize(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
 export function register(program: Command): void {

@@ -124,6 +124,7 @@ export async function attach(options: AttachOptions): Promise<Attachment> {
   const pairs: Array<[number, number]> = [];
   const sockets: net.Socket[] = [];
   const served: Promise<void>[] = [];
+  let connected: number | undefined;
   try {
     if (connections > 1 && !exp.device.capabilities.multiConn) {
       throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${options.image} cannot be served over several connections; use --connections 1.`);
@@ -146,6 +147,7 @@ export async function attach(options: AttachOptions): Promise<Attachment> {
       timeout: options.timeout || undefined,
       backend: options.image,
     });
+    connected = connection.index;
     closeKernelEnds(pairs);
     await waitReady(connection.index, connection.released);
     const record: AttachRecord = {
@@ -162,6 +164,9 @@ export async function attach(options: AttachOptions): Promise<Attachment> {
     await writeRecord(record);
     return new Attachment(record, server, sockets, served, connection.released);
   } catch (err) {
+    // Connected but not usable (it never started, or the record could not be written): leave no
+    // configured device behind.
+    if (connected !== undefined) await disconnectKernel(binding, connected).catch(() => {});
     closeKernelEnds(pairs);
     for (const s of sockets) s.destroy();
     await server.close().catch(() => {});
