@@ -60,6 +60,15 @@ test('`cowdisk attach` without the driver exits 1 and prints the no-driver error
   expect(r.stdout).toBe('');
 });
 
+test('`cowdisk attach --daemon` relays the background process\'s error and exit code, and writes no pid file', async () => {
+  const pidFile = path.join(dir, 'attach.pid');
+  const r = await cowdisk(['attach', '--daemon', '--pid-file', pidFile, image]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`[${ErrorCode.NO_NBD_DRIVER}]`);
+  expectNoDriverMessage(r.stderr);
+  expect(existsSync(pidFile)).toBe(false);
+});
+
 test('`cowdisk detach` of a free device without the driver says so too', async () => {
   const r = await cowdisk(['detach', '/dev/nbd0']);
   expect(r.code).toBe(1);

@@ -86,10 +86,15 @@ test('removing a record forgets it; removing a missing one is not an error', asy
   expect(await listRecords()).toEqual([]);
 });
 
-test('`cowdisk devices` prints the table, and --json the same entries', async () => {
+test('`cowdisk devices` (and `attach --list`) prints the table, and --json the same entries', async () => {
   await writeRecord(record(7, deadPid(), '1', '/images/orphan.cow'));
   const env = { ...process.env, COWDISK_RUN_DIR: dir };
-  const [table, json] = await Promise.all([cowdisk(['devices'], { env }), cowdisk(['devices', '--json'], { env })]);
+  const [table, json, list] = await Promise.all([
+    cowdisk(['devices'], { env }),
+    cowdisk(['devices', '--json'], { env }),
+    cowdisk(['attach', '--list'], { env }),
+  ]);
+  expect(list).toEqual(table);
   expect(table.code).toBe(0);
   expect(table.stdout).toMatch(/\/dev\/nbd7\s+orphaned\s+ro\s.*\/images\/orphan\.cow/);
   expect(table.stdout).toContain('cowdisk detach DEVICE');
