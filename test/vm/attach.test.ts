@@ -77,7 +77,7 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
     const result = await runInVm({
       runDir,
       env: { GREETING },
-      timeoutMs: 240_000,
+      timeoutMs: 300_000,
       script: `
         cowdisk() { ${COWDISK_COMMAND} "$@"; }
         # Runs a command that must fail; prints its stderr (the host checks the error codes).
@@ -179,4 +179,4 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
   } finally {
     rmSync(runDir, { recursive: true, force: true });
   }
-}, 300_000);
+}, 360_000);
