@@ -39,12 +39,6 @@ export interface NbdIoctlOptions {
   timeout?: number;
 }
 
-export interface NbdDeviceStatus {
-  index: number;
-  /** The device has a configuration (a connection, or one that died and was not disconnected). */
-  connected: boolean;
-}
-
 /**
  * The addon's functions. Errors are Node-style: an Error with `code` ('EBUSY', 'ENOENT', ...),
  * a negative `errno` and the `syscall` that failed. Promises come back from calls that may wait
@@ -77,8 +71,6 @@ export interface NativeBinding {
   nbdConnect(options: NbdConnectOptions): Promise<number>;
   /** NBD_CMD_DISCONNECT: the kernel sends NBD_CMD_DISC on each socket and shuts them down. */
   nbdDisconnect(index: number): Promise<void>;
-  /** NBD_CMD_STATUS: every nbd device the driver has, or just `index`. */
-  nbdStatus(index?: number): Promise<NbdDeviceStatus[]>;
   /**
    * The ioctl fallback: configures the device and runs NBD_DO_IT on a thread of its own.
    * Resolves once the device runs; `onEnd` is called when NBD_DO_IT returns (null, or its error).

@@ -18,12 +18,6 @@ constexpr size_t kHeaders = NLMSG_HDRLEN + GENL_HDRLEN;
 
 }  // namespace
 
-bool Attr::U8(uint8_t* out) const {
-  if (length < sizeof(*out)) return false;
-  std::memcpy(out, data, sizeof(*out));
-  return true;
-}
-
 bool Attr::U16(uint16_t* out) const {
   if (length < sizeof(*out)) return false;
   std::memcpy(out, data, sizeof(*out));
@@ -35,8 +29,6 @@ bool Attr::U32(uint32_t* out) const {
   std::memcpy(out, data, sizeof(*out));
   return true;
 }
-
-std::vector<Attr> Attr::Nested() const { return ParseAttrs(data, length); }
 
 std::vector<Attr> ParseAttrs(const uint8_t* data, size_t length) {
   std::vector<Attr> attrs;

@@ -19,11 +19,8 @@ struct Attr {
   const uint8_t* data;
   size_t length;
 
-  bool U8(uint8_t* out) const;
-  bool U32(uint32_t* out) const;
   bool U16(uint16_t* out) const;
-  // The attributes nested inside this one.
-  std::vector<Attr> Nested() const;
+  bool U32(uint32_t* out) const;
 };
 
 // Splits a run of attributes; a malformed tail (length past the buffer) is ignored.

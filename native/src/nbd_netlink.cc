@@ -4,6 +4,10 @@
 // sit in an ioctl for the device's lifetime, and without an index the kernel picks a free device
 // itself, atomically, so two attaches never race for the same one.
 //
+// Whether a device is in use is read from sysfs (src/kernel/devices.ts), not NBD_CMD_STATUS: the
+// driver gives a device a configuration as soon as anyone opens it, so STATUS calls a device that
+// is merely held open "connected", while sysfs has a `pid` file only while a device runs.
+//
 // Every call runs on the thread pool: DISCONNECT waits in the kernel for the receive workers to
 // finish, and they may be waiting on replies from our own event loop.
 #include <linux/nbd-netlink.h>
@@ -148,63 +152,6 @@ class DisconnectJob : public NbdJob {
   uint32_t index_;
 };
 
-struct DeviceStatus {
-  uint32_t index;
-  bool connected;
-};
-
-class StatusJob : public NbdJob {
- public:
-  StatusJob(bool has_index, uint32_t index)
-      : NbdJob(NBD_CMD_STATUS, "netlink(NBD_CMD_STATUS)"), has_index_(has_index), index_(index) {}
-
-  napi_value Resolve(napi_env env) override {
-    napi_value result;
-    napi_create_array_with_length(env, devices_.size(), &result);
-    for (size_t i = 0; i < devices_.size(); i++) {
-      napi_value item, index, connected;
-      napi_create_object(env, &item);
-      napi_create_uint32(env, devices_[i].index, &index);
-      napi_get_boolean(env, devices_[i].connected, &connected);
-      napi_set_named_property(env, item, "index", index);
-      napi_set_named_property(env, item, "connected", connected);
-      napi_set_element(env, result, static_cast<uint32_t>(i), item);
-    }
-    return result;
-  }
-
- protected:
-  void AddAttributes(GenlRequest* request) override {
-    if (has_index_) request->PutU32(NBD_ATTR_INDEX, index_);
-  }
-
-  // [DEVICE_LIST [DEVICE_ITEM [INDEX u32] [CONNECTED u8]] ...]
-  int ReadReplies(const Replies& replies) override {
-    for (const auto& reply : replies) {
-      for (const Attr& list : ParseAttrs(reply.data(), reply.size())) {
-        if (list.type != NBD_ATTR_DEVICE_LIST) continue;
-        for (const Attr& item : list.Nested()) {
-          if (item.type != NBD_DEVICE_ITEM) continue;
-          DeviceStatus status{0, false};
-          bool has = false;
-          for (const Attr& field : item.Nested()) {
-            uint8_t connected;
-            if (field.type == NBD_DEVICE_INDEX) has = field.U32(&status.index);
-            if (field.type == NBD_DEVICE_CONNECTED && field.U8(&connected)) status.connected = connected != 0;
-          }
-          if (has) devices_.push_back(status);
-        }
-      }
-    }
-    return 0;
-  }
-
- private:
-  bool has_index_;
-  uint32_t index_;
-  std::vector<DeviceStatus> devices_;
-};
-
 bool GetIndex(napi_env env, napi_value value, uint32_t* out) {
   int64_t index;
   if (!GetInt64(env, value, "index", &index)) return false;
@@ -249,22 +196,6 @@ napi_value Disconnect(napi_env env, napi_callback_info info) {
   return Queue(env, std::make_unique<DisconnectJob>(index), "cowdisk.nbdDisconnect");
 }
 
-// nbdStatus(index?) -> Promise<{ index, connected }[]>: every nbd device, or just the one.
-napi_value Status(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  if (!Check(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr))) return nullptr;
-  bool has_index = false;
-  uint32_t index = 0;
-  if (argc >= 1) {
-    napi_valuetype type;
-    napi_typeof(env, argv[0], &type);
-    has_index = type != napi_undefined;
-    if (has_index && !GetIndex(env, argv[0], &index)) return nullptr;
-  }
-  return Queue(env, std::make_unique<StatusJob>(has_index, index), "cowdisk.nbdStatus");
-}
-
 }  // namespace
 
 void RegisterNbdNetlink(napi_env env, napi_value exports) {
@@ -273,7 +204,6 @@ void RegisterNbdNetlink(napi_env env, napi_value exports) {
              {"nbdNetlinkAvailable", Available},
              {"nbdConnect", Connect},
              {"nbdDisconnect", Disconnect},
-             {"nbdStatus", Status},
          });
 }
 
