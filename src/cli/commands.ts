@@ -14,7 +14,8 @@ import { register as importRaw } from './import.js';
 import { register as info } from './info.js';
 import { register as map } from './map.js';
 import { register as serve } from './serve.js';
+import { register as bench } from './bench.js';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [create, importRaw, clone, info, map, check, exportImage, serve, attach, detach, devices];
+export const commands: Register[] = [create, importRaw, clone, info, map, check, exportImage, serve, attach, detach, devices, bench];

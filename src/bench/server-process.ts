@@ -1,0 +1,58 @@
+/**
+ * Starting and stopping the bench's NBD server child (server-main.ts) from the bench process.
+ * The child is the same Node binary running the built server-main.js; it is stopped by its PID
+ * with SIGTERM, and killed only if it has not finished closing the image in STOP_TIMEOUT_MS.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { CowdiskError, ErrorCode } from '../errors.js';
+
+const STOP_TIMEOUT_MS = 30_000;
+
+export interface ServerProcess {
+  readonly pid: number;
+  /** Stops the server (it finishes in-flight requests and closes the image); fails if it did not exit cleanly. */
+  stop(): Promise<void>;
+}
+
+/** Starts the server on `image`, listening on the Unix socket `socket`; resolves once it listens. */
+export function startServerProcess(image: string, socket: string): Promise<ServerProcess> {
+  const entry = fileURLToPath(new URL('./server-main.js', import.meta.url));
+  const child = spawn(process.execPath, [entry, image, socket], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const failed = (what: string): CowdiskError =>
+    new CowdiskError(ErrorCode.IO, `The benchmark's NBD server ${what}${stderr.trim() ? `: ${stderr.trim()}` : '.'}`);
+
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    child.once('error', (err) => reject(failed(`could not start (${err.message})`)));
+    void exited.then((code) => reject(failed(`exited with ${code} before listening`)));
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      stdout += s;
+      if (stdout.includes('ready\n')) {
+        resolve({
+          pid: child.pid!,
+          stop: async () => {
+            const code = await stopChild(child, exited);
+            if (code !== 0) throw failed(`exited with ${code} while closing the clone`);
+          },
+        });
+      }
+    });
+  });
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<number | null>): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return exited;
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), STOP_TIMEOUT_MS)));
+  const outcome = await Promise.race([exited, late]);
+  clearTimeout(timer);
+  if (outcome !== 'late') return outcome;
+  child.kill('SIGKILL');
+  await exited;
+  return null;
+}
