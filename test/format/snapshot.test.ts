@@ -24,6 +24,7 @@ vi.mock('lz4-napi', async (importOriginal) => {
   return {
     ...real,
     // With compression "off", lz4 never pays, so every block is stored raw.
+    compress: async (data: Buffer) => (lz4.compress ? real.compress(data) : Buffer.alloc(data.length + 16)),
     compressSync: (data: Buffer) => (lz4.compress ? real.compressSync(data) : Buffer.alloc(data.length + 16)),
     uncompressSync: (data: Buffer) => {
       lz4.uncompressCalls++;
