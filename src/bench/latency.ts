@@ -65,12 +65,19 @@ export function summarize(latenciesNs: Float64Array, seconds: number): LatencySu
 /** The index of the bucket holding `us`: bucket i covers [edge(i), edge(i + 1)); bucket 0 starts at 0. */
 function bucketOf(us: number): number {
   if (us < 1) return 0;
-  const decade = Math.floor(Math.log10(us));
-  const mantissa = us / 10 ** decade;
+  // log10 and the division may land a hair off at an exact power of ten or an edge (2.9999...
+  // for 3): the decade is corrected, and a value within rounding of an edge opens that bucket.
+  let decade = Math.floor(Math.log10(us));
+  let mantissa = us / 10 ** decade;
+  if (mantissa >= 10 - 1e-9) {
+    decade++;
+    mantissa /= 10;
+  } else if (mantissa < 1 - 1e-9) {
+    decade--;
+    mantissa *= 10;
+  }
   let i = EDGES.length - 1;
-  while (i > 0 && mantissa < EDGES[i]) i--;
-  // Floating-point: 3e-6 * 10^6 may come out as 2.9999; an exact edge belongs to the bucket it opens.
-  if (i < EDGES.length - 1 && Math.abs(mantissa - EDGES[i + 1]) < 1e-9) i++;
+  while (i > 0 && mantissa < EDGES[i] - 1e-9) i--;
   return decade * EDGES.length + i;
 }
 

@@ -11,11 +11,11 @@
  *   layers; the blocks the overlay itself holds are not part of it, which the report says.
  *
  * The measurement, with the plan from workload.ts:
- *   warm-up (first writes and rewrites of a few blocks past the measured ones), FLUSH;
+ *   warm-up (WARMUP_REQUESTS: first writes, then rewrites, of blocks past the measured ones), FLUSH;
  *   first-write pass: `count` writes, each to a block never written;  FLUSH (timed);
  *   rewrite pass: the same offsets again, different bytes;            FLUSH (timed);
  *   read back the first and last offsets and compare (the writes did land).
- * Each pass keeps `queueDepth` writes in flight: a completion issues the next. A request's
+ * Each pass keeps `queueDepth` requests in flight: a completion issues the next. A request's
  * latency runs from just before it is handed to the client (or the engine) to the moment its
  * promise resolves, as an application sees it.
  *
@@ -143,7 +143,8 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
       workload: {
         ioSize: plan.ioSize,
         count: plan.count,
-        warmup: plan.warmup,
+        warmupBlocks: plan.warmupBlocks,
+        warmupRequests: plan.warmupRequests,
         offsetInBlock: plan.offsetInBlock,
         stride: plan.stride,
         copyUpBytes: plan.copyUpBytes,
@@ -208,15 +209,20 @@ async function measure(
 ): Promise<Pick<BenchResult, 'firstWrite' | 'rewrite' | 'flushMs'>> {
   const first = randomBytes(plan.ioSize);
   const again = randomBytes(plan.ioSize);
-  const warm = (i: number): number => warmupOffset(plan, i);
   const at = (i: number): number => measuredOffset(plan, i);
-  await pass(target, plan.warmup, warm, first, depth, signal);
-  await pass(target, plan.warmup, warm, again, depth, signal);
+  const warm = plan.warmupBlocks;
+  if (warm > 0) {
+    await pass(warm, depth, signal, (i) => target.write(first, warmupOffset(plan, i)));
+    await pass(plan.warmupRequests - warm, depth, signal, (i) => target.write(again, warmupOffset(plan, i % warm)));
+  } else {
+    const sink = Buffer.alloc(plan.ioSize);
+    await pass(plan.warmupRequests, depth, signal, (i) => target.read(sink, at(i % plan.count)));
+  }
   await target.flush();
 
-  const firstWrites = await pass(target, plan.count, at, first, depth, signal);
+  const firstWrites = await pass(plan.count, depth, signal, (i) => target.write(first, at(i)));
   const afterFirstWrites = await timed(() => target.flush());
-  const rewrites = await pass(target, plan.count, at, again, depth, signal);
+  const rewrites = await pass(plan.count, depth, signal, (i) => target.write(again, at(i)));
   const afterRewrites = await timed(() => target.flush());
 
   const back = Buffer.alloc(plan.ioSize);
@@ -246,10 +252,11 @@ interface PassTiming {
 }
 
 /**
- * Writes `data` at offsetOf(0 .. n-1), keeping `depth` writes in flight. Settles only when
- * nothing is in flight any more, so a failure or an interruption never leaves a write behind.
+ * Runs request(0 .. n-1), keeping `depth` in flight: each completion issues the next. Settles
+ * only when nothing is in flight any more, so a failure or an interruption never leaves a
+ * request behind.
  */
-function pass(target: Target, n: number, offsetOf: (i: number) => number, data: Buffer, depth: number, signal: AbortSignal | undefined): Promise<PassTiming> {
+function pass(n: number, depth: number, signal: AbortSignal | undefined, request: (i: number) => Promise<void>): Promise<PassTiming> {
   const latencies = new Float64Array(n);
   return new Promise((resolve, reject) => {
     let issued = 0;
@@ -264,7 +271,7 @@ function pass(target: Target, n: number, offsetOf: (i: number) => number, data: 
     const issue = (): void => {
       const i = issued++;
       const t0 = process.hrtime.bigint();
-      target.write(data, offsetOf(i)).then(
+      request(i).then(
         () => {
           latencies[i] = Number(process.hrtime.bigint() - t0);
           settled++;
@@ -278,7 +285,7 @@ function pass(target: Target, n: number, offsetOf: (i: number) => number, data: 
         },
       );
     };
-    if (n === 0 || signal?.aborted) {
+    if (n <= 0 || signal?.aborted) {
       finish();
       return;
     }

@@ -8,7 +8,7 @@
 import type { Command } from 'commander';
 import type { HistogramBucket, LatencySummary } from '../bench/latency.js';
 import { BenchInterrupted, MAX_QUEUE_DEPTH, runBench, type BenchResult } from '../bench/runner.js';
-import { DEFAULT_COUNT, WARMUP } from '../bench/workload.js';
+import { DEFAULT_COUNT, WARMUP_REQUESTS } from '../bench/workload.js';
 import { formatTable, printJson, printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 
@@ -46,8 +46,9 @@ What is measured:
   parent, so for one the clone stands on the overlay's own parent with the same geometry (the
   blocks the overlay holds are not part of the measurement).
   First writes: --count writes of --block-size-io bytes, one per block, 4 KiB into each block, so
-  each lands in a block the clone does not hold yet. Rewrites: the same offsets again. ${WARMUP}
-  warm-up writes to other blocks come first, unmeasured; a FLUSH after each pass is timed apart.
+  each lands in a block the clone does not hold yet. Rewrites: the same offsets again. First,
+  ${WARMUP_REQUESTS} unmeasured requests to other blocks warm up both processes (a cold server is
+  several times slower while V8 compiles it); a FLUSH after each pass is timed apart.
   Latency is per request, from the call to its reply; IOPS is requests over the pass's wall time.
 
 How:
@@ -102,7 +103,8 @@ function render(r: BenchResult): string[] {
     `  clone      ${c.basis}`,
     `  geometry   ${formatSize(c.blockSize)} blocks, ${c.subBlocks} sub-block${c.subBlocks === 1 ? '' : 's'} of ${formatSize(c.subBlockSize)}, chain depth ${c.chainDepth} (the clone and ${c.chainDepth - 1} below)`,
     `  copy-up    ${copyUp(r)}`,
-    `  writes     ${w.count} of ${formatSize(w.ioSize)} per pass at queue depth ${w.queueDepth}, ${formatSize(w.offsetInBlock)} into every ${strideText(r)}; ${w.warmup} warm-up writes unmeasured`,
+    `  writes     ${w.count} of ${formatSize(w.ioSize)} per pass at queue depth ${w.queueDepth}, ${formatSize(w.offsetInBlock)} into every ${strideText(r)}`,
+    `  warm-up    ${w.warmupRequests} requests, unmeasured: ${w.warmupBlocks > 0 ? `first writes and rewrites of ${w.warmupBlocks} other blocks` : 'reads (the disk has no block to spare)'}`,
     '',
     ...formatTable(
       [

@@ -9,6 +9,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { summarize } from '../../src/bench/latency.js';
+import { measuredOffset, planWrites, warmupOffset } from '../../src/bench/workload.js';
 import { ErrorCode } from '../../src/errors.js';
 import { REPO } from '../kernel/cli.js';
 import { KiB, MiB, cowdisk, json, ok, scratchDir, writeRaw } from '../cli/fixtures.js';
@@ -70,7 +72,7 @@ describe('cowdisk bench', () => {
       workload: { ioSize: 4 * KiB, count: 40, queueDepth: 1, offsetInBlock: 4 * KiB, stride: 64 * KiB, copyUpBytes: 0 },
     });
     // 64 blocks: 40 measured, the other 24 take the warm-up writes.
-    expect(r.workload.warmup).toBe(24);
+    expect(r.workload).toMatchObject({ warmupBlocks: 24, warmupRequests: 3000 });
     expectSummary(r.firstWrite, 40);
     expectSummary(r.rewrite, 40);
     expect(r.flushMs.afterFirstWrites).toBeGreaterThan(0);
@@ -102,11 +104,17 @@ describe('cowdisk bench', () => {
     const before = sha256(at('base.raw'));
     const mtime = statSync(at('base.raw')).mtimeMs;
     const dir = workDir('run-engine');
-    const r = await json(['bench', at('base.raw'), '--engine', '--count', '20', '--block-size-io', '8K', '--dir', dir]);
-    expect(r).toMatchObject({ imageKind: 'raw', mode: 'engine', clone: { parent: at('base.raw'), chainDepth: 2 }, workload: { ioSize: 8 * KiB } });
+    // Every block is measured, so none is left for warm-up writes: the warm-up reads instead.
+    const r = await json(['bench', at('base.raw'), '--engine', '--count', '64', '--block-size-io', '8K', '--dir', dir]);
+    expect(r).toMatchObject({
+      imageKind: 'raw',
+      mode: 'engine',
+      clone: { parent: at('base.raw'), chainDepth: 2 },
+      workload: { ioSize: 8 * KiB, count: 64, warmupBlocks: 0 },
+    });
     expect(r.path).toContain('no protocol');
-    expectSummary(r.firstWrite, 20);
-    expectSummary(r.rewrite, 20);
+    expectSummary(r.firstWrite, 64);
+    expectSummary(r.rewrite, 64);
     expect(sha256(at('base.raw'))).toBe(before);
     expect(statSync(at('base.raw')).mtimeMs).toBe(mtime);
     expect(readdirSync(dir)).toEqual([]);
@@ -188,3 +196,41 @@ function serverProcessesUnder(dir: string): number[] {
   }
   return found;
 }
+
+describe('the figures behind the report', () => {
+  it('percentiles are nearest-rank over every sample, whatever the order they came in', () => {
+    // 1 .. 1000 µs, shuffled deterministically (a stride coprime to 1000).
+    const ns = Float64Array.from({ length: 1000 }, (_, i) => (((i * 377) % 1000) + 1) * 1000);
+    const s = summarize(ns, 2);
+    expect(s.latencyUs).toEqual({ p50: 500, p90: 900, p99: 990, max: 1000, mean: 500.5 });
+    expect(s.iops).toBe(500);
+  });
+
+  it('histogram buckets are log-scale with readable edges; an exact edge opens its bucket', () => {
+    const us = [0.4, 1, 2.99, 3, 7, 10, 14.9, 1000, 1000.5, 2999];
+    const s = summarize(Float64Array.from(us, (u) => u * 1000), 1);
+    const edges = s.histogram.map((b) => b.fromUs);
+    expect(edges.slice(0, 8)).toEqual([0, 1.5, 2, 3, 5, 7, 10, 15]);
+    const where = (u: number) => s.histogram.find((b) => u >= b.fromUs && u < b.toUs);
+    for (const u of us) expect(where(u)).toBeDefined();
+    expect(where(3)!.fromUs).toBe(3);
+    expect(where(2.99)!.fromUs).toBe(2);
+    expect(where(1000)!.fromUs).toBe(1000);
+    expect(where(2999)!.toUs).toBe(3000);
+    expect(s.histogram.reduce((n, b) => n + b.count, 0)).toBe(us.length);
+  });
+
+  it('every measured write gets a block of its own, and warm-up writes never share one with them', () => {
+    const disk = { size: 1 * MiB, blockSize: 64 * KiB, subBlockSize: 64 * KiB };
+    const plan = planWrites(disk, 4 * KiB);
+    expect(plan).toMatchObject({ count: 16, warmupBlocks: 0, offsetInBlock: 4 * KiB, stride: 64 * KiB, copyUpBytes: 60 * KiB });
+    const small = planWrites(disk, 4 * KiB, 10);
+    const blocks = [
+      ...Array.from({ length: small.count }, (_, i) => measuredOffset(small, i)),
+      ...Array.from({ length: small.warmupBlocks }, (_, i) => warmupOffset(small, i)),
+    ].map((o) => Math.floor(o / disk.blockSize));
+    expect(new Set(blocks).size).toBe(16);
+    // An I/O larger than a block strides over whole blocks and starts at their beginning.
+    expect(planWrites(disk, 96 * KiB)).toMatchObject({ offsetInBlock: 0, stride: 128 * KiB, slots: 8, copyUpBytes: 32 * KiB });
+  });
+});
