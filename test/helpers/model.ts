@@ -15,6 +15,10 @@
  * come back with some sectors old and some new. Zeros are only acceptable where a zero, trim or
  * write of zeros covered the byte since the last flush, or where the byte was zero when flushed,
  * so "zeros where the parent had data" is caught too.
+ *
+ * A request that failed (an I/O error, not a crash) may have happened in part, and a later flush
+ * may make that part durable: its bytes stay candidates (`uncertain`) across flushes until a
+ * request answered after it has covered them and been flushed (or was FUA).
  */
 
 export class DiskModel {
@@ -46,10 +50,33 @@ interface Candidate {
   data: Buffer;
 }
 
+/** A failed request's bytes, and how many of `answeredRanges` came before it (those cannot settle it). */
+interface Uncertain extends Candidate {
+  after: number;
+}
+
+/** The pieces of `c` outside [offset, offset + length). */
+function cutOne<T extends Candidate>(c: T, offset: number, length: number): T[] {
+  const end = offset + length;
+  const cEnd = c.offset + c.data.length;
+  if (cEnd <= offset || c.offset >= end) return [c];
+  const pieces: T[] = [];
+  if (c.offset < offset) pieces.push({ ...c, data: c.data.subarray(0, offset - c.offset) });
+  if (cEnd > end) pieces.push({ ...c, offset: end, data: c.data.subarray(end - c.offset) });
+  return pieces;
+}
+
+function cut<T extends Candidate>(list: T[], offset: number, length: number): T[] {
+  return list.flatMap((c) => cutOne(c, offset, length));
+}
+
 export class CrashModel {
   readonly current: DiskModel;
   private stable: Buffer;
   private since: Candidate[] = [];
+  private uncertain: Uncertain[] = [];
+  /** Ranges answered since the last flush: once flushed, they settle uncertain bytes. */
+  private answeredRanges: Array<[number, number]> = [];
 
   constructor(initial: Buffer) {
     this.current = new DiskModel(initial);
@@ -64,30 +91,49 @@ export class CrashModel {
   /** The request issued last was answered: reads now see it. */
   answered(offset: number, data: Buffer): void {
     this.current.write(data, offset);
+    this.answeredRanges.push([offset, data.length]);
   }
 
   /** A FUA request was answered: its own range is durable with its value. */
   answeredFua(offset: number, data: Buffer): void {
     this.current.write(data, offset);
     data.copy(this.stable, offset);
-    const end = offset + data.length;
-    const kept: Candidate[] = [];
-    for (const c of this.since) {
-      const cEnd = c.offset + c.data.length;
-      if (cEnd <= offset || c.offset >= end) {
-        kept.push(c);
-        continue;
-      }
-      if (c.offset < offset) kept.push({ offset: c.offset, data: c.data.subarray(0, offset - c.offset) });
-      if (cEnd > end) kept.push({ offset: end, data: c.data.subarray(end - c.offset) });
-    }
-    this.since = kept;
+    this.since = cut(this.since, offset, data.length);
+    this.uncertain = cut(this.uncertain, offset, data.length);
+  }
+
+  /** The request issued last failed: it may have happened in part, now or after any flush. */
+  failed(offset: number, data: Buffer): void {
+    this.uncertain.push({ offset, data: Buffer.from(data), after: this.answeredRanges.length });
+  }
+
+  /**
+   * The device was given up without a successful flush (its close failed): what was answered
+   * since the last flush may or may not be there from now on, and reads may show either.
+   */
+  abandoned(): void {
+    // Nothing answered since the flush is known to be there, so it settles nothing either.
+    this.uncertain = [...this.uncertain, ...this.since].map((c) => ({ ...c, after: 0 }));
+    this.since = [];
+    this.answeredRanges = [];
+    this.stable.copy(this.current.bytes);
+  }
+
+  /** Answered ranges are durable now: they settle the failed requests issued before them. */
+  private settle(): void {
+    this.uncertain = this.uncertain.flatMap((u) => {
+      let pieces = [u];
+      for (const [offset, length] of this.answeredRanges.slice(u.after)) pieces = cut(pieces, offset, length);
+      return pieces.map((p) => ({ ...p, after: 0 }));
+    });
+    this.answeredRanges = [];
   }
 
   /** A flush (or a clean close) was answered: everything answered before it is durable. */
   flushed(): void {
     this.stable = Buffer.from(this.current.bytes);
     this.since = [];
+    this.settle();
   }
 
   /** The first byte of `actual` (the whole disk) no crash could have produced, described; else undefined. */
@@ -97,7 +143,7 @@ export class CrashModel {
     for (let i = 0; i < actual.length; i++) {
       if (actual[i] === stable[i]) continue;
       let ok = false;
-      for (const c of this.since) {
+      for (const c of [...this.since, ...this.uncertain]) {
         const at = i - c.offset;
         if (at >= 0 && at < c.data.length && c.data[at] === actual[i]) {
           ok = true;
@@ -105,7 +151,7 @@ export class CrashModel {
         }
       }
       if (!ok) {
-        const options = this.since.filter((c) => i >= c.offset && i < c.offset + c.data.length).map((c) => c.data[i - c.offset]);
+        const options = [...this.since, ...this.uncertain].filter((c) => i >= c.offset && i < c.offset + c.data.length).map((c) => c.data[i - c.offset]);
         return `byte ${i} reads ${actual[i]}; flushed value ${stable[i]}, values written since: [${options.join(', ')}]`;
       }
     }

@@ -224,3 +224,34 @@ test('the crash model itself rejects a byte that no crash could produce', () => 
   model.answeredFua(2, Buffer.from([7, 7]));
   expect(model.violation(Buffer.from([1, 9, 3, 7]))).toMatch(/byte 2/);
 });
+
+test('the crash model keeps a failed request possible until a later answered request covering it is flushed', () => {
+  const model = new CrashModel(Buffer.from([1, 2, 3, 4]));
+  model.issue(0, Buffer.from([5]));
+  model.answered(0, Buffer.from([5]));
+  model.issue(0, Buffer.from([6, 6]));
+  model.failed(0, Buffer.from([6, 6]));
+  model.flushed();
+  // The write answered before the failure does not settle it.
+  expect(model.violation(Buffer.from([6, 6, 3, 4]))).toBeUndefined();
+  model.issue(1, Buffer.from([7]));
+  model.answered(1, Buffer.from([7]));
+  expect(model.violation(Buffer.from([6, 6, 3, 4]))).toBeUndefined();
+  model.flushed();
+  expect(model.violation(Buffer.from([6, 7, 3, 4]))).toBeUndefined();
+  expect(model.violation(Buffer.from([6, 6, 3, 4]))).toMatch(/byte 1/);
+});
+
+test('the crash model lets an abandoned device lose what it answered since its last flush, and nothing before', () => {
+  const model = new CrashModel(Buffer.from([1, 2, 3, 4]));
+  model.issue(0, Buffer.from([5]));
+  model.answered(0, Buffer.from([5]));
+  model.flushed();
+  model.issue(2, Buffer.from([8]));
+  model.answered(2, Buffer.from([8]));
+  model.abandoned();
+  model.flushed();
+  expect(model.violation(Buffer.from([5, 2, 3, 4]))).toBeUndefined();
+  expect(model.violation(Buffer.from([5, 2, 8, 4]))).toBeUndefined();
+  expect(model.violation(Buffer.from([1, 2, 3, 4]))).toMatch(/byte 0/);
+});
