@@ -3,10 +3,14 @@
  * checked on the way down. A parent that is missing, changed or writable is refused with a typed
  * error naming the file at fault; nothing opened on the way is left open.
  */
+import * as fsp from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { CowdiskError, ErrorCode } from '../../src/errors.js';
 import { OverlayFile } from '../../src/format/overlay.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
+import { RealFileSystem } from '../../src/io/real-file.js';
 import { cloneImage, createImage } from '../../src/image/create.js';
 import { detectKind, openImage } from '../../src/image/open.js';
 import { type BlockContent, buildChain, pattern, putFile, writeSnapshotLayer } from '../helpers/engine-chain.js';
@@ -200,4 +204,30 @@ describe('parents', () => {
     expect((await OverlayFile.open(fs, chain.overlay, { readOnly: true })).header.parent).toMatchObject({ kind: 'snapshot', path: 'layer1.snap' });
     await image.close();
   });
+});
+
+test('a 1 TiB chain opens by reading its headers and the snapshot directory only (FORMAT.md: about 264 KiB)', async () => {
+  const dir = fsp.mkdtempSync(path.join(tmpdir(), 'cowdisk-tib-'));
+  try {
+    const real = new RealFileSystem();
+    const tib = 2 ** 40;
+    const layer = path.join(dir, 'base.snap');
+    await writeSnapshotLayer(real, layer, { size: tib, blockSize: 65536, parent: { kind: 'none' }, blocks: new Map([[12_345_678, pattern(4, 65536)]]) });
+    const overlay = path.join(dir, 'disk.overlay');
+    await cloneImage(layer, overlay, { fs: real });
+    const watched = new WatchedFileSystem(real);
+    const image = await openImage(overlay, { fs: watched });
+    const bytesRead = watched.reads.reduce((n, r) => n + r.length, 0);
+    expect(bytesRead).toBeLessThanOrEqual(8192 + 4096 + 16 + 256 * 1024 + 16);
+    expect(watched.reads.every((r) => r.length <= 256 * 1024)).toBe(true);
+    // A read far into the disk costs one map page and, where the layer has blocks, one table page.
+    watched.forget();
+    const back = Buffer.alloc(65536);
+    await image.read(back, 12_345_678 * 65536);
+    expect(back.equals(pattern(4, 65536))).toBe(true);
+    expect(watched.reads.reduce((n, r) => n + r.length, 0)).toBeLessThanOrEqual(8192 + (16 + 1024 * 48) + 65536);
+    await image.close();
+  } finally {
+    fsp.rmSync(dir, { recursive: true, force: true });
+  }
 });
