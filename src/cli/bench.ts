@@ -101,7 +101,7 @@ function render(r: BenchResult): string[] {
     `cowdisk bench ${r.image} (${r.imageKind}, ${formatSize(c.virtualSize)})`,
     `  measured   ${r.path}`,
     `  clone      ${c.basis}`,
-    `  geometry   ${formatSize(c.blockSize)} blocks, ${c.subBlocks} sub-block${c.subBlocks === 1 ? '' : 's'} of ${formatSize(c.subBlockSize)}, chain depth ${c.chainDepth} (the clone and ${c.chainDepth - 1} below)`,
+    `  geometry   ${formatSize(c.blockSize)} blocks, ${c.subBlocks} sub-block${c.subBlocks === 1 ? '' : 's'} of ${formatSize(c.subBlockSize)}, chain depth ${c.chainDepth} (${c.chainDepth === 1 ? 'the clone alone' : `the clone and ${c.chainDepth - 1} below`})`,
     `  copy-up    ${copyUp(r)}`,
     `  writes     ${w.count} of ${formatSize(w.ioSize)} per pass at queue depth ${w.queueDepth}, ${formatSize(w.offsetInBlock)} into every ${strideText(r)}`,
     `  warm-up    ${w.warmupRequests} requests, unmeasured: ${w.warmupBlocks > 0 ? `first writes and rewrites of ${w.warmupBlocks} other blocks` : 'reads (the disk has no block to spare)'}`,
@@ -131,7 +131,11 @@ function render(r: BenchResult): string[] {
 
 function copyUp(r: BenchResult): string {
   const bytes = r.workload.copyUpBytes;
-  if (r.clone.parent === null) return 'none: the clone has no parent, so a first write fills with zeros, not parent data';
+  if (r.clone.parent === null) {
+    return bytes === 0
+      ? `none: each write covers whole ${formatSize(r.clone.subBlockSize)} sub-blocks, and the clone has no parent`
+      : `none: the clone has no parent, so each first write fills ${formatSize(bytes)} of its sub-blocks with zeros`;
+  }
   if (bytes === 0) return `none: each write covers whole ${formatSize(r.clone.subBlockSize)} sub-blocks, so a first write reads nothing from the parent`;
   return `each first write reads ${formatSize(bytes)} from the parent to fill the sub-blocks it only partly covers`;
 }
