@@ -70,18 +70,12 @@ interface Setup {
 
 /** An overlay over a snapshot whose every block holds data (depth 2), or over nothing (depth 1). */
 async function setup(options: { subBlocks?: number; depth?: number } = {}): Promise<Setup> {
-  const fs = new MemoryFileSystem();
-  let chain: Chain;
   for (let seed = 1; ; seed++) {
-    const candidate = new MemoryFileSystem();
-    chain = await buildChain(candidate, '/c', { depth: options.depth ?? 2, base: 'snapshot', size: BLOCKS * BS, blockSize: BS, subBlocks: options.subBlocks, seed });
-    // Every parent block non-zero everywhere it matters, so a missed copy-up shows.
-    if (options.depth === 1 || noZeroBlocks(chain.content)) {
-      for (const file of candidate.list('/c')) fs.put(file, candidate.get(file));
-      break;
-    }
+    const fs = new MemoryFileSystem();
+    const chain = await buildChain(fs, '/c', { depth: options.depth ?? 2, base: 'snapshot', size: BLOCKS * BS, blockSize: BS, subBlocks: options.subBlocks, seed });
+    // A parent with data in every block, so that a missed or misplaced copy-up shows.
+    if (options.depth === 1 || noZeroBlocks(chain.content)) return { fs, chain, ...(await openDevice(fs, chain.overlay)) };
   }
-  return { fs, chain, ...(await openDevice(fs, chain.overlay)) };
 }
 
 function noZeroBlocks(content: Buffer): boolean {
