@@ -21,6 +21,8 @@ const MiB = 1024 * KiB;
  * @property {string} id
  * @property {string} title
  * @property {'iops' | 'mibps'} rate  how the job's throughput is shown
+ * @property {'p50' | 'rate'} headline  the figure the summary table shows for this job
+ * @property {string} short  the summary table's column heading
  * @property {FioPass} [prepare]  run first, on the same fresh image and server, not measured
  * @property {FioPass} measure
  */
@@ -48,12 +50,16 @@ export function buildJobs({ size, stride, quick }) {
   return [
     {
       id: 'write-first-qd1',
+      headline: 'p50',
+      short: 'first write QD1, p50',
       title: `First write, QD1 (${pattern}, ${firstWrites} writes, each to an untouched block)`,
       rate: 'iops',
       measure: sparseWrites('write-first-qd1', 1),
     },
     {
       id: 'rewrite-qd1',
+      headline: 'p50',
+      short: 'rewrite QD1, p50',
       title: `Rewrite, QD1 (the same ${firstWrites} offsets again)`,
       rate: 'iops',
       prepare: sparseWrites('prepare', 1),
@@ -61,6 +67,8 @@ export function buildJobs({ size, stride, quick }) {
     },
     {
       id: 'rewrite-qd16',
+      headline: 'rate',
+      short: 'rewrite QD16',
       title: `Rewrite, QD16 (the same offsets, ${quick ? 1 : 4} passes)`,
       rate: 'iops',
       prepare: sparseWrites('prepare', 1),
@@ -68,6 +76,8 @@ export function buildJobs({ size, stride, quick }) {
     },
     {
       id: 'randread-qd16',
+      headline: 'rate',
+      short: 'random read QD16',
       title: 'Random 4 KiB read through the overlay to the base, QD16',
       rate: 'iops',
       measure: {
@@ -77,12 +87,16 @@ export function buildJobs({ size, stride, quick }) {
     },
     {
       id: 'seqread-1m',
+      headline: 'rate',
+      short: '1 MiB seq. read',
       title: `Sequential 1 MiB read through the overlay to the base, QD4 (${seqIos} MiB)`,
       rate: 'mibps',
       measure: { name: 'seqread-1m', rw: 'read', bs: MiB, stride: MiB, iodepth: 4, ios: seqIos, size },
     },
     {
       id: 'seqwrite-1m',
+      headline: 'rate',
+      short: '1 MiB seq. write',
       title: `Sequential 1 MiB write to a fresh overlay, QD4 (${seqIos} MiB, whole blocks)`,
       rate: 'mibps',
       measure: { name: 'seqwrite-1m', rw: 'write', bs: MiB, stride: MiB, iodepth: 4, ios: seqIos, size },

@@ -67,22 +67,45 @@ export function renderText(result, command) {
   }
   for (const skip of result.skipped) out.push(`Not measured: ${skip.label}: ${skip.reason}.`);
   const floor = result.tools.some((t) => t.id === 'nbdkit-file') ? 'nbdkit-file' : null;
+  /** @param {string} tool @param {string} job */
+  const get = (tool, job) => result.results.find((r) => r.tool === tool && r.job === job)?.median;
+
+  out.push('', '## Summary', '', `Each job's headline figure${floor ? ', and in brackets its ratio to the floor' : ''}; the tables below have the rest.`, '');
+  /** @type {string[][]} */
+  const summary = result.tools.map((tool) => [
+    tool.label,
+    ...result.jobs.map((job) => {
+      const x = get(tool.id, job.id);
+      const f = floor ? get(floor, job.id) : undefined;
+      if (!x) return '';
+      /** @param {Measurement} m */
+      const value = (m) => (job.headline === 'p50' ? m.p50Us : job.rate === 'iops' ? m.iops : m.mibps);
+      const text = job.headline === 'p50' ? `${us(x.p50Us)} µs` : whole(value(x));
+      return f ? `${text} (${ratio(value(x) / value(f))})` : text;
+    }),
+  ]);
+  out.push(
+    ...markdownTable(
+      ['tool', ...result.jobs.map((j) => (j.headline === 'p50' ? j.short : `${j.short}, ${j.rate === 'iops' ? 'IOPS' : 'MiB/s'}`))],
+      summary,
+    ),
+  );
 
   for (const job of result.jobs) {
     const rateName = job.rate === 'iops' ? 'IOPS' : 'MiB/s';
     /** @param {Measurement} x */
     const rate = (x) => (job.rate === 'iops' ? x.iops : x.mibps);
-    const base = floor && result.results.find((r) => r.tool === floor && r.job === job.id)?.median;
+    const base = floor && get(floor, job.id);
     out.push('', `## ${job.title}`, '');
     const head = ['tool', 'p50 µs', 'p99 µs', rateName];
     if (base) head.push('p50 × floor', `${rateName} × floor`);
     /** @type {string[][]} */
     const rows = [];
     for (const tool of result.tools) {
-      const r = result.results.find((x) => x.tool === tool.id && x.job === job.id);
-      if (!r) continue;
-      const row = [tool.label, us(r.median.p50Us), us(r.median.p99Us), whole(rate(r.median))];
-      if (base) row.push(ratio(r.median.p50Us / base.p50Us), ratio(rate(r.median) / rate(base)));
+      const x = get(tool.id, job.id);
+      if (!x) continue;
+      const row = [tool.label, us(x.p50Us), us(x.p99Us), whole(rate(x))];
+      if (base) row.push(ratio(x.p50Us / base.p50Us), ratio(rate(x) / rate(base)));
       rows.push(row);
     }
     out.push(...markdownTable(head, rows));

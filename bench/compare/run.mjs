@@ -3,11 +3,12 @@
  * One comparison run: the shared base once, then for each repetition, each job, each tool (in an
  * order that rotates with the repetition, so no tool always runs first after a sync or last on
  * a warm cache): a fresh image in its own directory, the tool's server on a Unix socket there,
- * fio, the server stopped by its PID, the directory removed, and `sync` so that the job's
- * write-back cannot run under the next measurement. The reported figure for each metric is the
+ * fio, the server stopped by its PID, the directory removed, and the run's file system synced
+ * (syncfs, not sync(2): a global sync waits on every mount, and a hung FUSE mount from some other
+ * test would hang it forever) so that the job's write-back cannot run under the next measurement. The reported figure for each metric is the
  * median over the repetitions.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,7 +51,7 @@ export const TOOLS = [cowdiskTool, ...PEERS];
  * @property {{ reps: number, quick: boolean, size: number, stride: number }} settings
  * @property {{ id: string, label: string, role: string, version: string }[]} tools
  * @property {{ id: string, label: string, reason: string }[]} skipped
- * @property {{ id: string, title: string, rate: 'iops' | 'mibps' }[]} jobs
+ * @property {{ id: string, title: string, short: string, rate: 'iops' | 'mibps', headline: 'p50' | 'rate' }[]} jobs
  * @property {{ tool: string, job: string, reps: Sample[], median: Sample }[]} results
  * @property {{ depth: number, reps: Sample[], median: Sample }[] | { skipped: string }} chain
  */
@@ -109,7 +110,7 @@ export async function compare(options, progress) {
       settings: { reps: options.reps, quick: options.quick, size: options.size, stride },
       tools: tools.map((t) => ({ id: t.id, label: t.label, role: t.role, version: t.version() })),
       skipped,
-      jobs: jobs.map((j) => ({ id: j.id, title: j.title, rate: j.rate })),
+      jobs: jobs.map((j) => ({ id: j.id, title: j.title, short: j.short, rate: j.rate, headline: j.headline })),
       results,
       chain,
     };
@@ -146,7 +147,26 @@ async function measure(runDir, name, fresh, prepare, pass, waitIdle) {
     }
   } finally {
     rmSync(jobDir, { recursive: true, force: true });
-    spawnSync('sync');
+    await syncFileSystem(runDir);
+  }
+}
+
+/** A sync that hangs (a storage fault, not ours to fix) gets reported, not waited for forever. */
+const SYNC_TIMEOUT_MS = 120_000;
+
+/** @param {string} dir  any path on the file system to sync */
+async function syncFileSystem(dir) {
+  const child = spawn('sync', ['--file-system', dir], { stdio: 'ignore' });
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  const finished = await Promise.race([
+    new Promise((resolve) => child.on('exit', (code) => resolve(code === 0))),
+    new Promise((resolve) => (timer = setTimeout(() => resolve(false), SYNC_TIMEOUT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!finished) {
+    child.unref();
+    throw new Error(`sync --file-system ${dir} failed or did not finish in ${SYNC_TIMEOUT_MS / 1000} s: is the disk under ${dir} healthy?`);
   }
 }
 

@@ -34,7 +34,7 @@ interface Report {
   command: string;
   settings: { size: number; stride: number; reps: number };
   tools: { id: string; label: string }[];
-  jobs: { id: string; title: string; rate: 'iops' | 'mibps' }[];
+  jobs: { id: string; title: string; short: string; rate: 'iops' | 'mibps'; headline: 'p50' | 'rate' }[];
   results: Row[];
   chain: unknown;
 }
@@ -92,12 +92,16 @@ describe('bench/compare --quick', () => {
   it('prints one table per job with each tool’s ratio to the floor', () => {
     const text: string = renderText(report, report.command);
     for (const job of report.jobs) expect(text).toContain(`## ${job.title}`);
-    const rows = text.split('\n').filter((l) => l.startsWith('| nbdkit null'));
+    // The summary's row first, then one row per job's table.
+    const [summary, ...rows] = text.split('\n').filter((l) => l.startsWith('| nbdkit null'));
     expect(rows).toHaveLength(report.jobs.length);
+    const summaryCells = summary.split('|').map((c) => c.trim());
     report.jobs.forEach((job, i) => {
       const get = (tool: string) => report.results.find((r) => r.tool === tool && r.job === job.id)!.median;
       const cells = rows[i].split('|').map((c) => c.trim());
-      expect(cells[5]).toBe(`${(get('nbdkit-null').p50Us / get('nbdkit-file').p50Us).toFixed(2)}×`);
+      const p50Ratio = `${(get('nbdkit-null').p50Us / get('nbdkit-file').p50Us).toFixed(2)}×`;
+      expect(cells[5]).toBe(p50Ratio);
+      if (job.id === 'write-first-qd1') expect(summaryCells[2]).toMatch(new RegExp(` \\(${p50Ratio}\\)$`));
     });
     expect(text).toMatch(/^\| nbdkit file \(floor\) +\|.*\| +1\.00× \| +1\.00× \|$/m);
     expect(text).toContain('Not measured: cowdisk is not among the tools measured.');
