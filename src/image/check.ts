@@ -49,6 +49,16 @@ export interface CheckReport {
   stats: { layers: number; blocksVerified: number; bytesVerified: number };
 }
 
+const FINDINGS = new Set<string>([
+  ErrorCode.CORRUPT,
+  ErrorCode.TRUNCATED,
+  ErrorCode.BAD_MAGIC,
+  ErrorCode.BAD_VERSION,
+  ErrorCode.PARENT_MISSING,
+  ErrorCode.PARENT_CHANGED,
+  ErrorCode.NOT_SEALED,
+]);
+
 export interface CheckOptions {
   repair?: boolean;
   fs?: FileSystem;
@@ -64,8 +74,10 @@ export async function checkImage(file: string, options: CheckOptions = {}): Prom
     report.problems.push(p);
     if (p.severity === 'error') report.ok = false;
   };
+  // Damage and broken links are findings; anything else (the image is locked by a server, an I/O
+  // error, a missing file) means check could not do its work, and is thrown as it is.
   const fromError = (err: unknown, where: string) => {
-    if (!(err instanceof CowdiskError)) throw err;
+    if (!(err instanceof CowdiskError) || !FINDINGS.has(err.code)) throw err;
     add({ severity: 'error', code: err.code, message: err.message, path: err.path ?? where, block: err.block });
   };
 
@@ -130,7 +142,7 @@ async function checkOverlay(
       add({
         severity: 'warning',
         code: 'COWDISK_W_DIRTY',
-        message: `${abs} was not closed cleanly (a crash or a killed process). Its data is consistent; \`cowdisk check --repair\` reclaims space written but never recorded and clears the mark.`,
+        message: `the image was not closed cleanly (a crash or a killed process). Its data is consistent; \`cowdisk check --repair\` reclaims space written but never recorded and clears the mark.`,
         path: abs,
       });
     }

@@ -4,8 +4,9 @@
  * but never recorded in the map) is punched out. Punching a range that is already a hole costs
  * next to nothing, so absent runs are punched whole, without first asking where data is.
  *
- * Safe while the overlay is open for writing by the caller (it holds the lock): the in-memory map
- * is the truth for reads, and nothing it calls present is touched.
+ * The caller holds the overlay open for writing (the lock) with no request in flight: a write
+ * that needs no fill puts its bytes down before the map says present, and would lose them to a
+ * punch made in between. Nothing the map calls present is touched.
  */
 import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
 import type { OverlayFile } from '../format/overlay.js';
