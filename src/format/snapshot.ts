@@ -112,9 +112,27 @@ export class SnapshotFile {
     }
   }
 
-  /** Whether table page `index` exists (false: all its blocks are absent from this layer). */
+  /** Blocks covered by table page `index` (the last page may cover fewer than 1024). */
+  blocksInPage(index: number): number {
+    return Math.min(TABLE_ENTRIES_PER_PAGE, this.blocks - index * TABLE_ENTRIES_PER_PAGE);
+  }
+
+  /**
+   * What the directory says of table page `index`: every block absent, every block zero (no page
+   * is stored for either), or a stored page.
+   */
+  pageKind(index: number): 'absent' | 'zero' | 'stored' {
+    const at = index * DIR_ENTRY_SIZE;
+    if (this.directory.readBigUInt64LE(at) !== 0n) return 'stored';
+    const blocks = this.directory.readUInt32LE(at + 12);
+    if (blocks === 0) return 'absent';
+    if (blocks === this.blocksInPage(index) && this.directory.readUInt32LE(at + 8) === 0) return 'zero';
+    throw this.damaged(`the directory entry of table page ${index} is impossible`, index * TABLE_ENTRIES_PER_PAGE);
+  }
+
+  /** Whether the layer has any block of table page `index` (false: all absent, read the parent). */
   hasPage(index: number): boolean {
-    return this.directory.readBigUInt64LE(index * DIR_ENTRY_SIZE) !== 0n;
+    return this.pageKind(index) !== 'absent';
   }
 
   /** Blocks this layer stores or zeroes, from the directory (no page reads). */
@@ -158,13 +176,17 @@ export class SnapshotFile {
   }
 
   private async loadPage(index: number): Promise<TablePage> {
-    const bytes = await this.readPageBytes(index);
     const page: TablePage = {
       index,
       kinds: new Uint8Array(TABLE_ENTRIES_PER_PAGE),
       offsets: new Float64Array(TABLE_ENTRIES_PER_PAGE),
       lengths: new Uint32Array(TABLE_ENTRIES_PER_PAGE),
     };
+    if (this.pageKind(index) === 'zero') {
+      page.kinds.fill(BlockKind.ZERO, 0, this.blocksInPage(index));
+      return this.keep(page);
+    }
+    const bytes = await this.readPageBytes(index);
     const first = index * TABLE_ENTRIES_PER_PAGE;
     const bs = this.header.blockSize;
     for (let slot = 0; slot < TABLE_ENTRIES_PER_PAGE; slot++) {
@@ -191,8 +213,12 @@ export class SnapshotFile {
       page.offsets[slot] = offset;
       page.lengths[slot] = length;
     }
+    return this.keep(page);
+  }
+
+  private keep(page: TablePage): TablePage {
     if (this.pages.size >= MAX_CACHED_PAGES) this.pages.delete(this.pages.keys().next().value as number);
-    this.pages.set(index, page);
+    this.pages.set(page.index, page);
     return page;
   }
 
@@ -281,9 +307,22 @@ export interface SnapshotWriterOptions {
   parent: ParentRef;
 }
 
+/** A block on its way into the layer: hashed at once, compressed on the thread pool. */
+interface QueuedBlock {
+  block: number;
+  /** null: a zero block. */
+  data: Buffer | null;
+  digest?: Buffer;
+  compressed?: Promise<Buffer>;
+}
+
+/** Blocks hashed and compressing at once: enough to keep the thread pool busy while this thread hashes. */
+const IN_FLIGHT = 16;
+
 /**
  * Writes a sealed layer block by block, in increasing block order, then seals it. Blocks not
- * given are absent (read from the parent).
+ * given are absent (read the parent). A table page whose blocks are all zero is not stored: its
+ * directory entry says so.
  */
 export class SnapshotWriter {
   private pos = HEADER_SIZE;
@@ -291,10 +330,12 @@ export class SnapshotWriter {
   private page: Buffer | undefined;
   private pageIndex = -1;
   private pageStored = 0;
+  private pageData = 0;
   private lastBlock = -1;
   private storedBlocks = 0;
   private dataBytes = 0;
   private readonly layer: LayerDigest;
+  private readonly queue: QueuedBlock[] = [];
   readonly blocks: number;
 
   private constructor(
@@ -319,48 +360,68 @@ export class SnapshotWriter {
     return new SnapshotWriter(fs, file, tmpPath, abs, options);
   }
 
-  /** Adds block `block`: its bytes (exactly one block; the last block zero-padded) or null for a zero block. */
+  /**
+   * Adds block `block`: its bytes (exactly one block; the last block zero-padded) or null for a
+   * zero block. The bytes are copied: the caller may reuse its buffer when this returns.
+   */
   async add(block: number, data: Buffer | null): Promise<void> {
     if (block <= this.lastBlock || block >= this.blocks) {
       throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `snapshot blocks must be added once each, in order (got ${block} after ${this.lastBlock}).`);
     }
+    const bs = this.options.blockSize;
+    if (data !== null && data.length !== bs) {
+      throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `block ${block} has ${data.length} bytes, not ${bs}.`);
+    }
     this.lastBlock = block;
+    if (data === null) {
+      this.queue.push({ block, data: null });
+    } else {
+      const copy = Buffer.from(data);
+      // lz4-napi's compressSync leaks its output whenever it is large (measured: ~125 KiB per call
+      // on incompressible blocks, in every release up to 2.10.0); the asynchronous compress does
+      // not, and runs on the thread pool while this thread computes the digest.
+      const compressed = compress(copy);
+      compressed.catch(() => undefined);
+      this.queue.push({ block, data: copy, compressed, digest: createHash('sha256').update(copy).digest() });
+    }
+    if (this.queue.length >= IN_FLIGHT) await this.store(this.queue.shift() as QueuedBlock);
+  }
+
+  /** Writes one queued block and its table entry (blocks leave the queue in order). */
+  private async store(item: QueuedBlock): Promise<void> {
+    const { block } = item;
     const pageIndex = Math.floor(block / TABLE_ENTRIES_PER_PAGE);
     if (pageIndex !== this.pageIndex) await this.startPage(pageIndex);
     const entry = TABLE_PAGE_HEADER + (block % TABLE_ENTRIES_PER_PAGE) * TABLE_ENTRY_SIZE;
     const page = this.page as Buffer;
     this.pageStored++;
-    if (data === null) {
+    if (item.data === null) {
       page[entry + 12] = BlockKind.ZERO;
       this.layer.zero(block);
       return;
     }
     const bs = this.options.blockSize;
-    if (data.length !== bs) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `block ${block} has ${data.length} bytes, not ${bs}.`);
-    // lz4-napi's compressSync leaks its output whenever it is large (measured: ~125 KiB per call
-    // on incompressible blocks, in every release up to 2.10.0); the asynchronous compress does
-    // not, and runs on the thread pool while this thread computes the digest.
-    const compressing = compress(data);
-    const digest = createHash('sha256').update(data).digest();
-    const compressed = await compressing;
+    const compressed = await (item.compressed as Promise<Buffer>);
     const useLz4 = compressed.length <= bs * (1 - LZ4_MIN_SAVING);
-    const stored = useLz4 ? compressed : data;
+    const stored = useLz4 ? compressed : item.data;
     if (!useLz4) this.pos = alignUp(this.pos, RAW_BLOCK_ALIGN);
     await this.file.write(stored, this.pos);
     page.writeBigUInt64LE(BigInt(this.pos), entry);
     page.writeUInt32LE(stored.length, entry + 8);
     page[entry + 12] = useLz4 ? BlockKind.LZ4 : BlockKind.RAW;
-    digest.copy(page, entry + 16);
+    (item.digest as Buffer).copy(page, entry + 16);
     this.pos += stored.length;
     this.storedBlocks++;
+    this.pageData++;
     this.dataBytes += stored.length;
-    this.layer.data(block, digest);
+    this.layer.data(block, item.digest as Buffer);
   }
 
   private async startPage(index: number): Promise<void> {
     await this.finishPage();
     this.pageIndex = index;
     this.pageStored = 0;
+    this.pageData = 0;
     this.page = Buffer.alloc(TABLE_PAGE_SIZE);
     this.page.writeUInt32LE(TABLE_PAGE_MAGIC, 0);
     this.page.writeUInt32LE(index, 4);
@@ -369,9 +430,15 @@ export class SnapshotWriter {
   private async finishPage(): Promise<void> {
     if (!this.page || this.pageStored === 0) return;
     const at = this.pageIndex * DIR_ENTRY_SIZE;
+    const inPage = Math.min(TABLE_ENTRIES_PER_PAGE, this.blocks - this.pageIndex * TABLE_ENTRIES_PER_PAGE);
+    this.directory.writeUInt32LE(this.pageStored, at + 12);
+    if (this.pageData === 0 && this.pageStored === inPage) {
+      // Every block of the page is zero: the directory entry alone says so (offset 0, CRC 0).
+      this.page = undefined;
+      return;
+    }
     this.directory.writeBigUInt64LE(BigInt(this.pos), at);
     this.directory.writeUInt32LE(zlibCrc32(this.page), at + 8);
-    this.directory.writeUInt32LE(this.pageStored, at + 12);
     await this.file.write(this.page, this.pos);
     this.pos += this.page.length;
     this.page = undefined;
@@ -379,6 +446,7 @@ export class SnapshotWriter {
 
   /** Writes the tables and header, syncs, and renames the layer into place (read-only). */
   async finish(): Promise<SnapshotHeaderFields> {
+    while (this.queue.length > 0) await this.store(this.queue.shift() as QueuedBlock);
     await this.finishPage();
     const header: SnapshotHeaderFields = {
       size: this.options.size,
@@ -410,6 +478,7 @@ export class SnapshotWriter {
 
   /** Gives up: removes the temporary file. */
   async abort(): Promise<void> {
+    this.queue.length = 0;
     await this.file.close().catch(() => undefined);
     await this.fs.unlink(this.tmpPath).catch(() => undefined);
   }

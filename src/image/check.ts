@@ -206,7 +206,20 @@ async function verifySnapshot(layer: SnapshotFile, add: (p: Problem) => void, re
   let digestUsable = true;
   const pages = Math.ceil(layer.blocks / TABLE_ENTRIES_PER_PAGE);
   for (let index = 0; index < pages; index++) {
-    if (!layer.hasPage(index)) continue;
+    let pageKind: 'absent' | 'zero' | 'stored';
+    try {
+      pageKind = layer.pageKind(index);
+    } catch (err) {
+      if (!(err instanceof CowdiskError)) throw err;
+      add({ severity: 'error', code: err.code, message: err.message, path: layer.path, block: err.block });
+      digestUsable = false;
+      continue;
+    }
+    if (pageKind === 'absent') continue;
+    if (pageKind === 'zero') {
+      for (let slot = 0; slot < layer.blocksInPage(index); slot++) digest.zero(index * TABLE_ENTRIES_PER_PAGE + slot);
+      continue;
+    }
     let bytes: Buffer;
     let page;
     try {
