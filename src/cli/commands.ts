@@ -14,8 +14,14 @@ import { register as importRaw } from './import.js';
 import { register as info } from './info.js';
 import { register as map } from './map.js';
 import { register as serve } from './serve.js';
+import { register as snapshot } from './snapshot.js';
+import { register as commit } from './commit.js';
+import { register as rebase } from './rebase.js';
+import { register as flatten } from './flatten.js';
+import { register as diff } from './diff.js';
+import { register as gc } from './gc.js';
 import { register as bench } from './bench.js';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [create, importRaw, clone, info, map, check, exportImage, serve, attach, detach, devices, bench];
+export const commands: Register[] = [create, importRaw, clone, info, map, check, exportImage, snapshot, commit, rebase, flatten, diff, gc, serve, attach, detach, devices, bench];
