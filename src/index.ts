@@ -8,6 +8,7 @@ export { openImage, detectKind, type Image, type ImageKind, type OpenImageOption
 export { createImage, cloneImage, type CreateOptions, type CloneOptions } from './image/create.js';
 export { importRaw, type ImportOptions } from './image/import.js';
 export { exportRaw, type ExportOptions } from './image/export.js';
+export * from './image/lifecycle/index.js';
 export type { BlockFile, FileSystem } from './io/file.js';
 export { RealFileSystem, realFileSystem } from './io/real-file.js';
 export { MemoryFileSystem } from './io/memory-file.js';
