@@ -60,6 +60,32 @@ export class RawFile {
     if (n < buf.length) buf.fill(0, n);
   }
 
+  /**
+   * The runs of [from, to) that hold data and the holes between them (read as zeros), from the
+   * file system (SEEK_DATA / SEEK_HOLE). Where it cannot tell, everything is data. Past the end of
+   * the file is a hole.
+   */
+  async allocation(from: number, to: number): Promise<Array<{ start: number; end: number; data: boolean }>> {
+    const runs: Array<{ start: number; end: number; data: boolean }> = [];
+    const push = (start: number, end: number, data: boolean) => {
+      if (end > start) runs.push({ start, end, data });
+    };
+    const fileEnd = Math.min(to, this.size);
+    let pos = from;
+    while (pos < fileEnd) {
+      const foundData = this.file.seekData ? await this.file.seekData(pos) : pos;
+      const data = foundData < 0 ? fileEnd : Math.min(foundData, fileEnd);
+      push(pos, data, false);
+      if (data >= fileEnd) break;
+      const foundHole = this.file.seekHole ? await this.file.seekHole(data) : fileEnd;
+      const hole = foundHole < 0 ? fileEnd : Math.min(foundHole, fileEnd);
+      push(data, hole, true);
+      pos = hole;
+    }
+    push(Math.max(from, fileEnd), to, false);
+    return runs;
+  }
+
   async close(): Promise<void> {
     await this.file.close();
   }

@@ -179,6 +179,22 @@ export class SealedChain implements BlockDevice {
       else out.push({ offset: pos, length: until - pos, kind, layer: li });
       pos = until;
     }
+    return this.splitRawHoles(out);
+  }
+
+  /** A raw base's data runs become holes where its file has none (a sparse base maps as such). */
+  private async splitRawHoles(extents: Extent[]): Promise<Extent[]> {
+    const out: Extent[] = [];
+    for (const e of extents) {
+      const layer = e.layer === -1 ? undefined : this.layers[e.layer];
+      if (e.kind !== 'data' || layer instanceof SnapshotFile || layer === undefined) {
+        out.push(e);
+        continue;
+      }
+      for (const run of await layer.allocation(e.offset, e.offset + e.length)) {
+        out.push({ offset: run.start, length: run.end - run.start, kind: run.data ? 'data' : 'hole', layer: e.layer });
+      }
+    }
     return out;
   }
 

@@ -47,6 +47,11 @@ export interface BlockFile {
    * is allocated, not the file's length. Returns `pos` itself where the system cannot tell.
    */
   seekData?(pos: number): Promise<number>;
+  /**
+   * The first offset at or after `pos` where a hole starts (lseek SEEK_HOLE; the end of the file
+   * counts as one), or -1 past the end. Returns the file's length where the system cannot tell.
+   */
+  seekHole?(pos: number): Promise<number>;
   close(): Promise<void>;
 }
 

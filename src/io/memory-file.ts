@@ -250,17 +250,17 @@ export class MemoryFileSystem implements FileSystem {
   }
 }
 
+function isZero(buf: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
 function statOf(node: Inode): FileStat {
   const { buf, length } = node.current;
   let allocated = 0;
   for (let pos = 0; pos < length; pos += 4096) {
     const end = Math.min(length, pos + 4096);
-    for (let i = pos; i < end; i++) {
-      if (buf[i] !== 0) {
-        allocated += end - pos;
-        break;
-      }
-    }
+    if (!isZero(buf, pos, end)) allocated += end - pos;
   }
   return { size: length, ino: node.ino, mtimeNs: node.mtimeNs, allocated };
 }
@@ -344,9 +344,21 @@ class MemoryFile implements BlockFile {
     const { buf, length } = this.node.current;
     for (let page = Math.floor(pos / 4096) * 4096; page < length; page += 4096) {
       const end = Math.min(length, page + 4096);
-      for (let i = Math.max(page, pos); i < end; i++) if (buf[i] !== 0) return Math.max(page, pos);
+      if (!isZero(buf, Math.max(page, pos), end)) return Math.max(page, pos);
     }
     return -1;
+  }
+
+  /** The first 4 KiB page of zeros (or the end) at or after `pos`, as `seekData` sees holes. */
+  async seekHole(pos: number): Promise<number> {
+    await this.enter('read', pos);
+    const { buf, length } = this.node.current;
+    if (pos >= length) return -1;
+    for (let page = Math.floor(pos / 4096) * 4096; page < length; page += 4096) {
+      const end = Math.min(length, page + 4096);
+      if (isZero(buf, page, end)) return Math.max(page, pos);
+    }
+    return length;
   }
 
   async close(): Promise<void> {

@@ -130,6 +130,16 @@ export class RealFile implements BlockFile {
     }
   }
 
+  async seekHole(pos: number): Promise<number> {
+    const binding = native();
+    if (!binding) return this.size();
+    try {
+      return binding.seekHole(this.fd, pos);
+    } catch (err) {
+      throw ioError(err, this.path, `looking for a hole from offset ${pos}`);
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
