@@ -113,7 +113,7 @@ async function attachImage(request: AttachRequest): Promise<{ attachment: Attach
     image: request.image,
     openExport: async () => ({
       name: '',
-      device: await openImage(request.image, { readOnly: request.readOnly }),
+      device: await openImage(request.image, { readOnly: request.readOnly, sharedLock: request.readOnly }),
       readOnly: request.readOnly,
     }),
     device: request.index,

@@ -113,7 +113,7 @@ function wholeNumber(value: string, name: string, minimum: number): number {
 async function serve(exportArgs: ExportArg[], listen: ListenOptions, readOnly: boolean, maxConnections: number | undefined): Promise<void> {
   const images: Image[] = [];
   try {
-    for (const e of exportArgs) images.push(await openImage(e.file, { readOnly }));
+    for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly }));
   } catch (err) {
     await Promise.allSettled(images.map((i) => i.close()));
     throw err;

@@ -96,14 +96,22 @@ export class OverlayFile {
     await fs.syncDir(path.dirname(abs));
   }
 
-  static async open(fs: FileSystem, file: string, options: { readOnly?: boolean } = {}): Promise<OverlayFile> {
+  /**
+   * Opens an overlay. A writable open takes an exclusive lock: one writer at a time, since a second
+   * writer would corrupt the state map the first keeps in memory. A read-only open takes no lock
+   * unless `sharedLock` asks for one (serving or attaching read-only: no writer may change the
+   * image under a kernel caching its pages), which excludes writers but not other readers.
+   */
+  static async open(fs: FileSystem, file: string, options: { readOnly?: boolean; sharedLock?: boolean } = {}): Promise<OverlayFile> {
     const handle = await fs.open(file, { readOnly: options.readOnly });
     try {
-      // One writer at a time: a second writer would corrupt the state map the first keeps in memory.
-      if (!options.readOnly && (await handle.tryLock(true)) === false) {
+      const exclusive = !options.readOnly;
+      if ((exclusive || options.sharedLock) && (await handle.tryLock(exclusive)) === false) {
         throw new CowdiskError(
           ErrorCode.LOCKED,
-          `${handle.path} is in use: another process has it open for writing (a \`cowdisk serve\`, \`cowdisk attach\` or another command). Stop that process first, or open the image read-only.`,
+          exclusive
+            ? `${handle.path} is in use: another process has it open (a \`cowdisk serve\`, \`cowdisk attach\` or another command). Stop that process first, or open the image read-only.`
+            : `${handle.path} is open for writing by another process (a \`cowdisk serve\`, \`cowdisk attach\` or another command); it cannot be served read-only while it may change.`,
           { path: handle.path },
         );
       }

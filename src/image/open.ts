@@ -30,6 +30,11 @@ export const MAX_CHAIN_DEPTH = 1000;
 export interface OpenImageOptions {
   /** Open without writing anything (the dirty mark included). Sealed layers and raw files always are. */
   readOnly?: boolean;
+  /**
+   * With readOnly: hold a shared lock on an overlay while it is open, so that no process opens it
+   * for writing meanwhile (and fail with LOCKED if one has). For serving or attaching read-only.
+   */
+  sharedLock?: boolean;
   fs?: FileSystem;
   /** Block size used when the image is a bare raw file (it has none of its own). */
   rawBlockSize?: number;
@@ -71,7 +76,7 @@ export async function openImage(file: string, options: OpenImageOptions = {}): P
   const abs = path.resolve(file);
   const kind = await detectKind(abs, fs);
   if (kind === 'overlay') {
-    const overlay = await OverlayFile.open(fs, abs, { readOnly: options.readOnly });
+    const overlay = await OverlayFile.open(fs, abs, { readOnly: options.readOnly, sharedLock: options.sharedLock });
     try {
       const { header } = overlay;
       const parent = header.parent.kind === 'none' ? null : await openSealed(fs, header.parent, abs, header.blockSize);

@@ -189,6 +189,20 @@ describe('parents', () => {
     await writer.close();
   });
 
+  test('a shared-lock read-only open excludes writers and is refused while one writes; plain readers still open', async () => {
+    const { fs, chain } = await rawChain();
+    const shared = await openImage(chain.overlay, { fs, readOnly: true, sharedLock: true });
+    const second = await openImage(chain.overlay, { fs, readOnly: true, sharedLock: true });
+    await expect(openImage(chain.overlay, { fs })).rejects.toMatchObject({ code: ErrorCode.LOCKED, path: chain.overlay });
+    await second.close();
+    await shared.close();
+    const writer = await openImage(chain.overlay, { fs });
+    await expect(openImage(chain.overlay, { fs, readOnly: true, sharedLock: true })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
+    const reader = await openImage(chain.overlay, { fs, readOnly: true });
+    await reader.close();
+    await writer.close();
+  });
+
   test('clone refuses a writable overlay as parent with NOT_SEALED, naming the command that seals it', async () => {
     const { fs, chain } = await rawChain();
     const err = await cloneImage(chain.overlay, '/c/child.overlay', { fs }).catch((e: unknown) => e);
