@@ -38,10 +38,10 @@ A served overlay is seen as of its last flush.
 
 Examples:
   $ cowdisk diff vm1.cow
-       OFFSET     LENGTH  STATE
-     1048576      12288  written
-    67108864    1048576  zeroed
-  vm1.cow differs from /vms/base.snap in 2 ranges: 12 KiB written, 1 MiB zeroed.
+  OFFSET  LENGTH  STATE
+   65536   65536  zeroed
+  200704    8192  written
+  vm1.cow differs from /vms/base.snap in 2 ranges: 8 KiB written, 64 KiB zeroed.
   $ cowdisk diff --files vm1.cow
   C /etc
   A /etc/motd
