@@ -90,6 +90,7 @@ describe('cowdisk lifecycle commands', () => {
     expect(overlay.stdout, overlay.stderr).toContain('a writable overlay with no parent');
     expect((await disk(at('standalone.cow'), 'flat-cow.raw')).equals(before)).toBe(true);
     expect((await cowdisk(['flatten', vm, at('flat.snap')])).code).toBe(1);
+    for (const file of [at('flat.snap'), at('standalone.cow')]) await expectChecks(realFileSystem, file);
   });
 
   it('diff prints the changed ranges with their state, or JSON, and works while the image is served', async () => {
@@ -126,6 +127,7 @@ describe('cowdisk lifecycle commands', () => {
       { kind: 'A', path: '/app/hello.txt' },
       { kind: 'D', path: '/lost+found' },
     ]);
+    await expectChecks(realFileSystem, at('fs.cow'));
   });
 
   it('gc reports the space reclaimed; sealed layers and served overlays are refused with the reason', async () => {

@@ -103,6 +103,7 @@ describe('diff --files on ext4', () => {
     await image.write(Buffer.from('a=2\n'), blocks[0] * 4096);
     await image.close();
     expect(lines(await filesChanged(clone))).toEqual(['C /etc/app/config']);
+    await expectChecks(realFileSystem, clone);
   });
 
   it('on a file system made in an overlay with no parent, every file is added', async () => {
@@ -110,6 +111,7 @@ describe('diff --files on ext4', () => {
     await createImage(empty, { size: 32 * MiB });
     await withMounted(empty, 'mkdir d && echo x > d/f', { mkfs: true });
     expect(lines(await filesChanged(empty))).toEqual(['A /d', 'A /d/f', 'A /lost+found']);
+    await expectChecks(realFileSystem, empty);
   });
 
   it('says so when the disk holds no ext4 file system', async () => {
