@@ -39,12 +39,6 @@ export class BlockSet {
     page[slot >>> 5] |= 1 << (slot & 31);
   }
 
-  has(block: number): boolean {
-    const page = this.pages.get(Math.floor(block / PAGE_BLOCKS));
-    const slot = block % PAGE_BLOCKS;
-    return page !== undefined && (page[slot >>> 5] & (1 << (slot & 31))) !== 0;
-  }
-
   get size(): number {
     let n = 0;
     for (const page of this.pages.values()) for (const word of page) n += popcount(word);

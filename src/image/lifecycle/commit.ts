@@ -58,7 +58,7 @@ export async function commitOverlay(overlayFile: string, options: CommitOptions 
 }
 
 /** The index (1 or more: a layer below the overlay) of the layer `spec` names. */
-export function findLayer(layers: readonly Layer[], spec: string, image: string): number {
+function findLayer(layers: readonly Layer[], spec: string, image: string): number {
   const byPath = layers.findIndex((l) => l.path === path.resolve(spec));
   if (byPath > 0) return byPath;
   const hex = spec.replace(/^sha256:/, '').toLowerCase();

@@ -69,7 +69,7 @@ export async function flattenImage(imageFile: string, outFile: string, options: 
 }
 
 /** Opens an image to copy it whole: read-only, with writers kept out for as long as it is open. */
-export async function openForCopy(fs: FileSystem, file: string, rawBlockSize?: number): Promise<Image> {
+async function openForCopy(fs: FileSystem, file: string, rawBlockSize?: number): Promise<Image> {
   const image = await openImage(path.resolve(file), { fs, readOnly: true, rawBlockSize });
   if (image instanceof OverlayDevice && (await image.overlay.file.tryLock(false)) === false) {
     await image.close();

@@ -62,7 +62,7 @@ async function nextData(file: BlockFile, pos: number): Promise<number> {
 }
 
 /** Adds to `into` every block `layer` holds (present, zero or stored): those it serves or hides. */
-export async function addHeldBlocks(layer: Layer, into: BlockSet): Promise<void> {
+async function addHeldBlocks(layer: Layer, into: BlockSet): Promise<void> {
   if (layer.kind === 'overlay') {
     const overlay = layer.file;
     const { mapOffset, mapPages } = overlay.header;

@@ -17,14 +17,9 @@ import type { ParentRef } from '../../format/header.js';
 import { OverlayFile } from '../../format/overlay.js';
 import type { FileSystem } from '../../io/file.js';
 
-/** The temporary name the replacement overlay has until it takes the old one's place. */
-export function replacementName(overlay: string): string {
-  return `${path.resolve(overlay)}.next-${process.pid}`;
-}
-
 export async function resetOverlay(fs: FileSystem, overlay: OverlayFile, parent: ParentRef): Promise<void> {
   const target = overlay.path;
-  const tmp = replacementName(target);
+  const tmp = `${target}.next-${process.pid}`;
   // A leftover from a crashed run of this same process id is garbage: nothing refers to it.
   if (await fs.exists(tmp)) await fs.unlink(tmp);
   const { size, blockSize, subBlocks } = overlay.header;
