@@ -4,17 +4,16 @@
  * clone BASE OVERLAY` makes the fresh image of each job (the same raw base the peers read),
  * `cowdisk serve OVERLAY --socket PATH` serves it as the default export.
  *
- * The chain-depth variant needs more verbs (import, snapshot, export) and builds, once per run,
+ * The chain-depth variant needs more verbs (import, snapshot, flatten) and builds, once per run,
  * two chains that present identical bytes:
  *   - deep: base.snap (the imported base) <- 15 layers made by `cowdisk snapshot`, layer i
  *     holding every 16th block starting at block i, written through `cowdisk serve` by fio;
  *     a fresh clone on top reads through 16 layers, each serving 1/16 of the blocks;
- *   - shallow: the deep chain flattened (`export`) and imported again as one layer; a clone on
+ *   - shallow: the deep chain flattened (`cowdisk flatten`) into one sealed layer; a clone on
  *     top reads the same bytes through 1 layer of the same kind.
  * So the two differ only in depth, not in what kind of layer serves a read.
  */
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runFio } from './fio.mjs';
@@ -84,7 +83,7 @@ export const cowdiskTool = {
 
 /** Why the chain-depth variant cannot run with this build, or null. */
 export function chainUnavailable() {
-  return missingCommands(['clone (issue 2)', 'serve (issue 3)', 'import (issue 2)', 'export (issue 2)', 'snapshot (issue 6)']);
+  return missingCommands(['clone (issue 2)', 'serve (issue 3)', 'import (issue 2)', 'snapshot (issue 6)', 'flatten (issue 6)']);
 }
 
 /**
@@ -119,10 +118,7 @@ export async function buildChains(runCtx, dir, progress) {
     cowdisk(['snapshot', top, parent]);
   }
   progress('chain: flattening it into one layer');
-  const flat = join(dir, 'flat.raw');
-  cowdisk(['export', top, flat]);
-  cowdisk(['import', flat, join(dir, 'flat.snap')]);
-  rmSync(flat);
+  cowdisk(['flatten', top, join(dir, 'flat.snap')]);
   return new Map([
     [deepest, parent],
     [1, join(dir, 'flat.snap')],
