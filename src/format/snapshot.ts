@@ -41,6 +41,7 @@ import {
   blockCount,
 } from './constants.js';
 import { zlibCrc32 } from './crc.js';
+import { PageCache } from './page-cache.js';
 import { type ParentRef, type SnapshotHeaderFields, decodeSnapshotHeader, encodeSnapshotHeader } from './header.js';
 
 /** One decoded table page: kinds, offsets and stored lengths of up to 1024 blocks. */
@@ -57,8 +58,7 @@ const LZ4_PREFIX = 4;
 
 export class SnapshotFile {
   readonly blocks: number;
-  private readonly pages = new Map<number, TablePage>();
-  private readonly loading = new Map<number, Promise<TablePage | null>>();
+  private readonly pages = new PageCache<TablePage>((index) => this.loadPage(index), MAX_CACHED_PAGES);
   private readonly decompressed = new Map<number, Buffer>();
 
   private constructor(
@@ -147,14 +147,8 @@ export class SnapshotFile {
 
   /** Table page `index`, or null when the layer has none of its blocks. */
   page(index: number): TablePage | null | Promise<TablePage | null> {
-    const cached = this.cachedPage(index);
-    if (cached !== undefined) return cached;
-    let pending = this.loading.get(index);
-    if (!pending) {
-      pending = this.loadPage(index).finally(() => this.loading.delete(index));
-      this.loading.set(index, pending);
-    }
-    return pending;
+    if (!this.hasPage(index)) return null;
+    return this.pages.fetch(index);
   }
 
   /** Reads a table page and checks it; the raw bytes come back too (check needs the digests). */
@@ -184,7 +178,7 @@ export class SnapshotFile {
     };
     if (this.pageKind(index) === 'zero') {
       page.kinds.fill(BlockKind.ZERO, 0, this.blocksInPage(index));
-      return this.keep(page);
+      return page;
     }
     const bytes = await this.readPageBytes(index);
     const first = index * TABLE_ENTRIES_PER_PAGE;
@@ -213,12 +207,6 @@ export class SnapshotFile {
       page.offsets[slot] = offset;
       page.lengths[slot] = length;
     }
-    return this.keep(page);
-  }
-
-  private keep(page: TablePage): TablePage {
-    if (this.pages.size >= MAX_CACHED_PAGES) this.pages.delete(this.pages.keys().next().value as number);
-    this.pages.set(page.index, page);
     return page;
   }
 

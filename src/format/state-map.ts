@@ -23,6 +23,7 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import type { BlockFile } from '../io/file.js';
 import { MAP_ENTRIES_PER_PAGE, MAP_PAGE_HEADER, MAP_PAGE_MAGIC, MAP_PAGE_SIZE, MAP_SLOT_STRIDE } from './constants.js';
 import { zlibCrc32 } from './crc.js';
+import { PageCache } from './page-cache.js';
 
 export class MapPage {
   /** Interleaved masks: [present0, zero0, present1, zero1, ...]. */
@@ -58,8 +59,7 @@ export interface PendingPage {
 }
 
 export class StateMap {
-  private readonly pages = new Map<number, MapPage>();
-  private readonly loading = new Map<number, Promise<MapPage>>();
+  private readonly pages = new PageCache<MapPage>((index) => this.load(index));
   readonly fullMask: number;
 
   constructor(
@@ -79,15 +79,7 @@ export class StateMap {
 
   /** The page holding `block`, loading it from disk the first time. */
   page(block: number): MapPage | Promise<MapPage> {
-    const index = Math.floor(block / MAP_ENTRIES_PER_PAGE);
-    const page = this.pages.get(index);
-    if (page) return page;
-    let pending = this.loading.get(index);
-    if (!pending) {
-      pending = this.load(index).finally(() => this.loading.delete(index));
-      this.loading.set(index, pending);
-    }
-    return pending;
+    return this.pages.fetch(Math.floor(block / MAP_ENTRIES_PER_PAGE));
   }
 
   async pageAsync(block: number): Promise<MapPage> {
@@ -110,7 +102,6 @@ export class StateMap {
       page.masks.set(chosen.masks);
       page.durableGen = chosen.gen;
     }
-    this.pages.set(index, page);
     return page;
   }
 

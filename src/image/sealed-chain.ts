@@ -13,6 +13,7 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import { BlockKind, TABLE_ENTRIES_PER_PAGE, blockCount } from '../format/constants.js';
 import type { RawFile } from '../format/raw.js';
 import { formatRawIdentity } from '../format/raw.js';
+import { PageCache } from '../format/page-cache.js';
 import { SnapshotFile } from '../format/snapshot.js';
 import type { BlockDevice, Capabilities, Extent, LayerInfo } from './device.js';
 
@@ -47,8 +48,7 @@ function readOnlyError(): CowdiskError {
 export class SealedChain implements BlockDevice {
   readonly capabilities = READ_ONLY_CAPABILITIES;
   readonly chain: readonly LayerInfo[];
-  private readonly resolutions = new Map<number, Resolution>();
-  private readonly resolving = new Map<number, Promise<Resolution>>();
+  private readonly resolutions = new PageCache<Resolution>((index) => this.resolve(index), MAX_RESOLUTIONS);
   private readonly blocks: number;
 
   constructor(
@@ -62,17 +62,6 @@ export class SealedChain implements BlockDevice {
         ? { kind: 'snapshot', path: layer.path, identity: layer.digest }
         : { kind: 'raw', path: layer.path, identity: formatRawIdentity(layer.identity) },
     );
-  }
-
-  private resolution(pageIndex: number): Resolution | Promise<Resolution> {
-    const hit = this.resolutions.get(pageIndex);
-    if (hit) return hit;
-    let pending = this.resolving.get(pageIndex);
-    if (!pending) {
-      pending = this.resolve(pageIndex).finally(() => this.resolving.delete(pageIndex));
-      this.resolving.set(pageIndex, pending);
-    }
-    return pending;
   }
 
   private async resolve(pageIndex: number): Promise<Resolution> {
@@ -108,8 +97,6 @@ export class SealedChain implements BlockDevice {
         unresolved = 0;
       }
     }
-    if (this.resolutions.size >= MAX_RESOLUTIONS) this.resolutions.delete(this.resolutions.keys().next().value as number);
-    this.resolutions.set(pageIndex, r);
     return r;
   }
 
@@ -120,7 +107,7 @@ export class SealedChain implements BlockDevice {
     while (pos < end) {
       const block = Math.floor(pos / bs);
       const pageIndex = Math.floor(block / TABLE_ENTRIES_PER_PAGE);
-      const r = this.resolutions.get(pageIndex) ?? (await this.resolution(pageIndex));
+      const r = this.resolutions.get(pageIndex) ?? (await this.resolutions.fetch(pageIndex));
       let slot = block % TABLE_ENTRIES_PER_PAGE;
       const li = r.layer[slot];
       const kind = r.kind[slot];
@@ -169,7 +156,7 @@ export class SealedChain implements BlockDevice {
     let pos = offset;
     while (pos < end) {
       const block = Math.floor(pos / bs);
-      const r = await this.resolution(Math.floor(block / TABLE_ENTRIES_PER_PAGE));
+      const r = await this.resolutions.fetch(Math.floor(block / TABLE_ENTRIES_PER_PAGE));
       const slot = block % TABLE_ENTRIES_PER_PAGE;
       const li = r.layer[slot];
       const kind: Extent['kind'] = li === -1 ? 'hole' : r.kind[slot] === BlockKind.ZERO ? 'zero' : 'data';
