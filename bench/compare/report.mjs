@@ -129,7 +129,7 @@ export function renderText(result, command) {
   out.push(
     ...markdownTable(
       ['target', 'want', 'measured', ''],
-      targets(result).map((t) => [t.name, t.want, t.value === null ? 'n/a' : ratio(t.value), t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED']),
+      targets(result).map((t) => [t.name, t.want, t.value === null ? 'n/a' : `${t.value.toFixed(3)}×`, t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED']),
     ),
   );
   return out.join('\n') + '\n';

@@ -9,10 +9,10 @@
  * median over the repetitions.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { baseIdentity, makeRandomBase } from './base.mjs';
+import { baseIdentity, makeRandomBase, warmPageCache } from './base.mjs';
 import { CHAIN_DEPTHS, buildChains, chainUnavailable, cloneAndServe, cowdiskTool } from './cowdisk.mjs';
 import { runFio } from './fio.mjs';
 import { foreignCores, sampleCpu, waitForIdle } from './interference.mjs';
@@ -89,7 +89,7 @@ export async function compare(options, progress) {
       for (const job of jobs) {
         for (const tool of rotate(tools, rep)) {
           options.signal?.throwIfAborted();
-          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), job.prepare, job.measure, options.waitIdle);
+          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), job.prepare, job.measure, options.waitIdle, filesIn(dir));
           const row = /** @type {Result['results'][number]} */ (results.find((r) => r.tool === tool.id && r.job === job.id));
           row.reps.push(m);
           progress(`rep ${rep + 1}/${options.reps}  ${job.id.padEnd(15)} ${tool.id.padEnd(19)} ${describe(m, job.rate)}`);
@@ -128,9 +128,10 @@ export async function compare(options, progress) {
  * @param {FioPass | undefined} prepare
  * @param {FioPass} pass
  * @param {number} waitIdle  see Options
+ * @param {string[]} shared  the files the image reads through to, kept in the page cache
  * @returns {Promise<Sample>}
  */
-async function measure(runDir, name, fresh, prepare, pass, waitIdle) {
+async function measure(runDir, name, fresh, prepare, pass, waitIdle, shared) {
   const jobDir = join(runDir, name);
   mkdirSync(jobDir);
   try {
@@ -139,6 +140,7 @@ async function measure(runDir, name, fresh, prepare, pass, waitIdle) {
     try {
       if (prepare) await runFio(prepare, server.uri, join(jobDir, 'prepare.json'));
       if (waitIdle > 0) await waitForIdle(waitIdle);
+      warmPageCache(shared);
       const before = sampleCpu(server.pid);
       const m = await runFio(pass, server.uri, join(jobDir, 'fio.json'));
       return { ...m, foreignCores: foreignCores(before, sampleCpu(server.pid)) };
@@ -149,6 +151,15 @@ async function measure(runDir, name, fresh, prepare, pass, waitIdle) {
     rmSync(jobDir, { recursive: true, force: true });
     await syncFileSystem(runDir);
   }
+}
+
+/**
+ * The regular files directly in dir: the shared base and the floor's copy in the run's
+ * directory, the sealed layers in the chain's.
+ * @param {string} dir
+ */
+function filesIn(dir) {
+  return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(dir, e.name));
 }
 
 /** A sync that hangs (a storage fault, not ours to fix) gets reported, not waited for forever. */
@@ -191,7 +202,7 @@ async function measureChain(runCtx, options, progress) {
     for (const row of rotate(rows, rep)) {
       options.signal?.throwIfAborted();
       const parent = /** @type {string} */ (parents.get(row.depth));
-      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), undefined, pass, options.waitIdle);
+      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), undefined, pass, options.waitIdle, filesIn(chainDir));
       row.reps.push(m);
       progress(`rep ${rep + 1}/${options.reps}  chain depth ${String(row.depth).padEnd(3)} ${describe(m, 'iops')}`);
     }
