@@ -17,7 +17,7 @@ import { readFile } from 'node:fs/promises';
 /**
  * @typedef {object} FioPass  One fio invocation.
  * @property {string} name
- * @property {'write' | 'read' | 'randread' | 'randwrite'} rw
+ * @property {'write' | 'read' | 'randread' | 'randwrite' | 'randrw'} rw  (randrw: half reads, half writes)
  * @property {number} stride  bytes between the starts of consecutive I/Os (sequential rw only); bs when dense
  * @property {number} bs  bytes per I/O
  * @property {number} iodepth

@@ -54,8 +54,8 @@ export function renderText(result, command) {
     `# bench/compare, ${result.date.slice(0, 10)}`,
     '',
     `Machine: ${m.cores} cores (${m.cpu}), Linux ${m.kernel}, ${m.memoryGiB} GiB; ${m.node}, ${m.fio}.`,
-    `Command: \`${command}\`. Base: ${s.size / 2 ** 20} MiB of random data. First writes: 4 KiB every ` +
-      `${s.stride / 1024} KiB. Medians of ${s.reps} repetition${s.reps === 1 ? '' : 's'}${s.quick ? ' (--quick: smoke test sizes, not a measurement)' : ''}.`,
+    `Command: \`${command}\`. Base: ${s.size / 2 ** 20} MiB of random data, the first ${s.measured / 2 ** 20} MiB measured ` +
+      `(the rest is the warm-up's). First writes: 4 KiB every ${s.stride / 1024} KiB. Medians of ${s.reps} repetition${s.reps === 1 ? '' : 's'}${s.quick ? ' (--quick: smoke test sizes, not a measurement)' : ''}.`,
     `Tools: ${result.tools.map((t) => `${t.label} (${t.version})`).join('; ')}.`,
   ];
   const foreign = [...result.results, ...(Array.isArray(result.chain) ? result.chain : [])].flatMap((r) => r.reps.map((x) => x.foreignCores)).sort((a, b) => a - b);

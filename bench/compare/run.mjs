@@ -16,7 +16,7 @@ import { baseIdentity, makeRandomBase, warmPageCache } from './base.mjs';
 import { CHAIN_DEPTHS, buildChains, chainUnavailable, cloneAndServe, cowdiskTool } from './cowdisk.mjs';
 import { runFio } from './fio.mjs';
 import { foreignCores, sampleCpu, waitForIdle } from './interference.mjs';
-import { MIN_STRIDE, buildJobs, chainReadPass } from './jobs.mjs';
+import { MIN_STRIDE, buildJobs, chainReadPass, measuredSize, warmupPass } from './jobs.mjs';
 import { PEERS } from './peers.mjs';
 import { startServer } from './server.mjs';
 import { firstLine } from './tool.mjs';
@@ -48,7 +48,7 @@ export const TOOLS = [cowdiskTool, ...PEERS];
  * @typedef {object} Result
  * @property {string} date
  * @property {{ cores: number, cpu: string, kernel: string, memoryGiB: number, node: string, fio: string }} machine
- * @property {{ reps: number, quick: boolean, size: number, stride: number }} settings
+ * @property {{ reps: number, quick: boolean, size: number, measured: number, stride: number }} settings
  * @property {{ id: string, label: string, role: string, version: string }[]} tools
  * @property {{ id: string, label: string, reason: string }[]} skipped
  * @property {{ id: string, title: string, short: string, rate: 'iops' | 'mibps', headline: 'p50' | 'rate' }[]} jobs
@@ -68,6 +68,7 @@ export async function compare(options, progress) {
   if (fioMissing) throw new Error('fio not found: install the Debian package fio (npm run setup does)');
   const { tools, skipped } = selectTools(options.tools);
   const stride = Math.max(MIN_STRIDE, ...tools.map((t) => t.unit));
+  const warmup = warmupPass(options);
   const jobs = buildJobs({ size: options.size, stride, quick: options.quick }).filter(
     (j) => options.jobs === null || options.jobs.includes(j.id),
   );
@@ -89,7 +90,7 @@ export async function compare(options, progress) {
       for (const job of jobs) {
         for (const tool of rotate(tools, rep)) {
           options.signal?.throwIfAborted();
-          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), job.prepare, job.measure, options.waitIdle, filesIn(dir));
+          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), [warmup, ...(job.prepare ? [job.prepare] : [])], job.measure, options.waitIdle, filesIn(dir));
           const row = /** @type {Result['results'][number]} */ (results.find((r) => r.tool === tool.id && r.job === job.id));
           row.reps.push(m);
           progress(`rep ${rep + 1}/${options.reps}  ${job.id.padEnd(15)} ${tool.id.padEnd(19)} ${describe(m, job.rate)}`);
@@ -107,7 +108,7 @@ export async function compare(options, progress) {
     return {
       date: new Date().toISOString(),
       machine: machine(),
-      settings: { reps: options.reps, quick: options.quick, size: options.size, stride },
+      settings: { reps: options.reps, quick: options.quick, size: options.size, measured: measuredSize(options.size), stride },
       tools: tools.map((t) => ({ id: t.id, label: t.label, role: t.role, version: t.version() })),
       skipped,
       jobs: jobs.map((j) => ({ id: j.id, title: j.title, short: j.short, rate: j.rate, headline: j.headline })),
@@ -120,25 +121,25 @@ export async function compare(options, progress) {
 }
 
 /**
- * One measurement on a fresh image: serve it, run the optional unmeasured pass, then the
- * measured one, stop the server, remove everything.
+ * One measurement on a fresh image: serve it, run the unmeasured passes (warm-up, preparation),
+ * then the measured one, stop the server, remove everything.
  * @param {string} runDir
  * @param {string} name  the job directory's name (kept short: the socket path is bounded)
  * @param {(jobDir: string) => Promise<Launch> | Launch} fresh
- * @param {FioPass | undefined} prepare
+ * @param {FioPass[]} unmeasured
  * @param {FioPass} pass
  * @param {number} waitIdle  see Options
  * @param {string[]} shared  the files the image reads through to, kept in the page cache
  * @returns {Promise<Sample>}
  */
-async function measure(runDir, name, fresh, prepare, pass, waitIdle, shared) {
+async function measure(runDir, name, fresh, unmeasured, pass, waitIdle, shared) {
   const jobDir = join(runDir, name);
   mkdirSync(jobDir);
   try {
     const launch = await fresh(jobDir);
     const server = await startServer(launch, join(jobDir, 'nbd.sock'), jobDir);
     try {
-      if (prepare) await runFio(prepare, server.uri, join(jobDir, 'prepare.json'));
+      for (const p of unmeasured) await runFio(p, server.uri, join(jobDir, `${p.name}.json`));
       if (waitIdle > 0) await waitForIdle(waitIdle);
       warmPageCache(shared);
       const before = sampleCpu(server.pid);
@@ -202,7 +203,7 @@ async function measureChain(runCtx, options, progress) {
     for (const row of rotate(rows, rep)) {
       options.signal?.throwIfAborted();
       const parent = /** @type {string} */ (parents.get(row.depth));
-      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), undefined, pass, options.waitIdle, filesIn(chainDir));
+      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), [warmupPass(options)], pass, options.waitIdle, filesIn(chainDir));
       row.reps.push(m);
       progress(`rep ${rep + 1}/${options.reps}  chain depth ${String(row.depth).padEnd(3)} ${describe(m, 'iops')}`);
     }
