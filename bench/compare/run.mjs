@@ -13,7 +13,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, release, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { baseIdentity, makeRandomBase, warmPageCache } from './base.mjs';
-import { CHAIN_DEPTHS, buildChains, chainUnavailable, cloneAndServe, cowdiskTool } from './cowdisk.mjs';
+import { CHAIN_DEPTHS, buildChains, chainUnavailable, cloneAndServe, cowdiskNoPollTool, cowdiskTool } from './cowdisk.mjs';
 import { runFio } from './fio.mjs';
 import { foreignCores, sampleCpu, waitForIdle } from './interference.mjs';
 import { MIN_STRIDE, buildJobs, chainReadPass, measuredSize, warmupPass } from './jobs.mjs';
@@ -29,7 +29,7 @@ import { firstLine } from './tool.mjs';
 /** @typedef {import('./server.mjs').Launch} Launch */
 
 /** Every tool, cowdisk first: the order of the table's rows. */
-export const TOOLS = [cowdiskTool, ...PEERS];
+export const TOOLS = [cowdiskTool, cowdiskNoPollTool, ...PEERS];
 
 /**
  * @typedef {object} Options
@@ -229,7 +229,7 @@ function selectTools(ids) {
     if (reason === null) tools.push(tool);
     // cowdisk's own verbs are still being written: a full run reports it missing, and why,
     // rather than refusing to measure the peers. Asked for by name, it must be there.
-    else if (ids === null && tool === cowdiskTool) skipped.push({ id: tool.id, label: tool.label, reason });
+    else if (ids === null && (tool === cowdiskTool || tool === cowdiskNoPollTool)) skipped.push({ id: tool.id, label: tool.label, reason });
     else throw new Error(`${tool.label}: ${reason}`);
   }
   if (tools.length === 0) throw new Error('no tool to measure');

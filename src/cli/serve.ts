@@ -21,6 +21,7 @@ import type { Command } from 'commander';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { openImage, type Image } from '../image/open.js';
 import { NbdServer, type ListenOptions } from '../nbd/index.js';
+import { DEFAULT_POLL_US } from '../nbd/poller.js';
 
 interface ServeCliOptions {
   socket?: string;
@@ -28,6 +29,7 @@ interface ServeCliOptions {
   bind?: string;
   readOnly?: boolean;
   maxConnections?: string;
+  pollUs?: string;
 }
 
 interface ExportArg {
@@ -46,6 +48,11 @@ export function register(program: Command): void {
     .option('-b, --bind <address>', 'the address to listen on with --port', '127.0.0.1')
     .option('-r, --read-only', 'open every image read-only; clients get EPERM for writes')
     .option('--max-connections <n>', 'close connections beyond this many')
+    .option(
+      '--poll-us <n>',
+      'after answering, keep polling for the next request up to this many microseconds (adapts to the client; 0 never polls: lowest CPU, higher latency)',
+      String(DEFAULT_POLL_US),
+    )
     .addHelpText(
       'after',
       `
@@ -66,7 +73,8 @@ Examples:
       const exportArgs = parseExports([image, ...more]);
       const listen = parseListen(options, exportArgs[0].name);
       const maxConnections = options.maxConnections === undefined ? undefined : wholeNumber(options.maxConnections, '--max-connections', 1);
-      await serve(exportArgs, listen, options.readOnly ?? false, maxConnections);
+      const pollMicros = wholeNumber(options.pollUs ?? String(DEFAULT_POLL_US), '--poll-us', 0);
+      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros });
     });
 }
 
@@ -110,7 +118,13 @@ function wholeNumber(value: string, name: string, minimum: number): number {
   return n;
 }
 
-async function serve(exportArgs: ExportArg[], listen: ListenOptions, readOnly: boolean, maxConnections: number | undefined): Promise<void> {
+interface ServeSettings {
+  readOnly: boolean;
+  maxConnections: number | undefined;
+  pollMicros: number;
+}
+
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
     for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly }));
@@ -126,6 +140,7 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, readOnly: b
       description: `${device.kind} ${device.path} (${device.chain.length} layer${device.chain.length === 1 ? '' : 's'})`,
     })),
     maxConnections,
+    pollMicros,
   });
   // Signals are caught before listening, so a client that connects at once can never see the
   // process die without closing its images.

@@ -25,6 +25,7 @@ import { debuglog } from 'node:util';
 import type { ExportConfig } from './exports.js';
 import { ReceiveBuffer } from './framing.js';
 import { Handshake, type HandshakeHost, type Session } from './handshake.js';
+import type { Poller } from './poller.js';
 import { ReplyWriter } from './reply-writer.js';
 import { Consumed, Transmission, type TransmissionHost } from './transmission.js';
 
@@ -42,6 +43,8 @@ export interface ConnectionOwner {
   listExports(): readonly ExportConfig[];
   /** How long a closing connection may take to hand its last replies over before it is cut (ms). */
   readonly drainTimeout: number;
+  /** Keeps the event loop awake between a reply and the next request (poller.ts). */
+  readonly poller?: Poller;
 }
 
 let nextId = 1;
@@ -73,6 +76,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
     socket.allowHalfOpen = true;
     if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
+      owner.poller?.arrived();
       this.rx.push(chunk);
       this.pump();
     });
@@ -113,6 +117,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
     }
     if (t.inflight === 0 && !this.pumping) this.writer.flush();
     else this.writer.schedule();
+    this.owner.poller?.answered();
     if (this.ending) {
       if (t.inflight === 0) this.finish();
     } else if (this.paused) {

@@ -18,6 +18,7 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import { Limit } from './constants.js';
 import { Connection, type ConnectionOwner } from './connection.js';
 import type { ExportConfig } from './exports.js';
+import { DEFAULT_POLL_US, Poller } from './poller.js';
 
 const debug = debuglog('nbd');
 
@@ -32,6 +33,11 @@ export interface NbdServerOptions {
    * `close()` open.
    */
   drainTimeout?: number;
+  /**
+   * The longest the event loop keeps polling after a reply for the next request, in microseconds
+   * (poller.ts; default 200, 0 never polls). The window adapts to the client below this.
+   */
+  pollMicros?: number;
 }
 
 /** Where to listen: a Unix socket path, or a TCP port (0 picks a free one) on `host` (default 127.0.0.1). */
@@ -54,6 +60,7 @@ interface Listener {
 export class NbdServer implements ConnectionOwner {
   readonly exports: readonly ExportConfig[];
   readonly drainTimeout: number;
+  readonly poller: Poller;
   private readonly maxConnections: number;
   private readonly listeners: Listener[] = [];
   private readonly connections = new Set<Connection>();
@@ -73,6 +80,7 @@ export class NbdServer implements ConnectionOwner {
     this.exports = [...exports];
     this.maxConnections = options.maxConnections ?? Infinity;
     this.drainTimeout = options.drainTimeout ?? 10_000;
+    this.poller = new Poller(options.pollMicros ?? DEFAULT_POLL_US);
   }
 
   /** Open connections (including ones still negotiating). */

@@ -113,6 +113,6 @@ describe('bench/compare --quick', () => {
   it('names the tools it knows when asked for one it does not', () => {
     const r = compare(['--quick', '--tools', 'nbdkit-bogus']);
     expect(r.status).not.toBe(0);
-    expect(r.stderr).toContain('unknown tool nbdkit-bogus; the tools are cowdisk, qemu-qcow2-64k');
+    expect(r.stderr).toContain('unknown tool nbdkit-bogus; the tools are cowdisk, cowdisk-nopoll, qemu-qcow2-64k');
   });
 });
