@@ -47,6 +47,12 @@ export interface NbdIoctlOptions {
 export interface NativeBinding {
   /** fallocate(PUNCH_HOLE | KEEP_SIZE); false when the file system does not support it. */
   punchHole(fd: number, offset: number, length: number): boolean;
+  /**
+   * preadv2(RWF_NOWAIT): reads into `buffer` at `position` only what the page cache holds, never
+   * waiting for the device. Returns the bytes read (possibly fewer than asked; 0 at end of file),
+   * -1 when nothing is cached, -2 when the file system cannot read without waiting.
+   */
+  readCached(fd: number, buffer: Uint8Array, position: number): number;
   /** lseek(SEEK_DATA): the first data offset at or after `offset`, or -1 when only a hole follows. */
   seekData(fd: number, offset: number): number;
   /** lseek(SEEK_HOLE): the first hole at or after `offset` (the end of file counts), or -1 past it. */

@@ -12,10 +12,14 @@
 //   socketpair  AF_UNIX stream pair: one end for the kernel's nbd driver, one for our server.
 //   setIoFlusher  prctl(PR_SET_IO_FLUSHER): the calling thread serves a block device, so the
 //               kernel must not make its memory allocations wait on writeback to that device.
+//   readCached  preadv2(RWF_NOWAIT): the bytes the page cache already has, never waiting on the
+//               device, so the event loop can read hot data in place and hand only cold reads to
+//               the thread pool (the exception to "nothing here waits": it refuses to).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -135,6 +139,36 @@ napi_value SetIoFlusher(napi_env env, napi_callback_info) {
   return nullptr;
 }
 
+// readCached(fd, buffer, position) -> bytes read from the page cache into buffer (0 at end of
+// file), -1 when none of it is cached (the read would wait for the device), -2 when this file
+// system cannot tell (no RWF_NOWAIT for buffered reads): the caller then reads normally.
+napi_value ReadCached(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  int64_t position;
+  if (!Args(env, info, 3, argv) || !GetInt32(env, argv[0], "fd", &fd) ||
+      !GetInt64(env, argv[2], "position", &position)) {
+    return nullptr;
+  }
+  bool isTyped = false;
+  napi_is_typedarray(env, argv[1], &isTyped);
+  if (!isTyped) {
+    ThrowType(env, "buffer must be a Buffer or Uint8Array");
+    return nullptr;
+  }
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  if (!Check(env, napi_get_typedarray_info(env, argv[1], &type, &length, &data, nullptr, nullptr))) return nullptr;
+  struct iovec iov = {data, length};
+  ssize_t n = preadv2(fd, &iov, 1, position, RWF_NOWAIT);
+  if (n >= 0) return Number(env, static_cast<double>(n));
+  if (errno == EAGAIN) return Number(env, -1);
+  if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) return Number(env, -2);
+  ThrowErrno(env, errno, "preadv2(RWF_NOWAIT)");
+  return nullptr;
+}
+
 }  // namespace
 
 void RegisterFiles(napi_env env, napi_value exports) {
@@ -147,6 +181,7 @@ void RegisterFiles(napi_env env, napi_value exports) {
              {"unlock", Unlock},
              {"socketpair", SocketPair},
              {"setIoFlusher", SetIoFlusher},
+             {"readCached", ReadCached},
          });
 }
 

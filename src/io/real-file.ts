@@ -3,9 +3,12 @@
  *
  * Reads and writes are issued as synchronous pread/pwrite from the event loop: for the small,
  * page-cache-hot requests a disk server sees, a synchronous syscall (a few microseconds) is cheaper
- * than a round trip through libuv's thread pool (measured in docs/PERFORMANCE.md). Anything that
- * may block for long (fdatasync, fsync of a directory) goes to the thread pool so the event loop
- * keeps serving other connections. `io: 'async'` sends reads and writes to the pool too.
+ * than a round trip through libuv's thread pool (measured in docs/PERFORMANCE.md). A read the
+ * page cache cannot answer would stall every connection while the device works, so reads first
+ * ask for cached bytes only (preadv2 with RWF_NOWAIT, through the addon) and send just the rest
+ * to the thread pool. Writes land in the page cache and do not wait on the device. Anything that
+ * may block for long (fdatasync, fsync of a directory) goes to the thread pool. `io: 'async'`
+ * sends every read and write to the pool.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -33,6 +36,8 @@ function toStat(st: fs.BigIntStats): FileStat {
 
 export class RealFile implements BlockFile {
   private closed = false;
+  /** Whether reads may ask for cached bytes only (false: the file system cannot tell, or no addon). */
+  private nowait = true;
 
   constructor(
     readonly path: string,
@@ -44,16 +49,36 @@ export class RealFile implements BlockFile {
   async read(buf: Buffer, pos: number): Promise<number> {
     let done = 0;
     try {
+      if (this.io === 'sync') done = this.readHot(buf, pos);
       while (done < buf.length) {
-        const n =
-          this.io === 'sync'
-            ? fs.readSync(this.fd, buf, done, buf.length - done, pos + done)
-            : (await readAsync(this.fd, buf, done, buf.length - done, pos + done)).bytesRead;
+        const n = (await readAsync(this.fd, buf, done, buf.length - done, pos + done)).bytesRead;
         if (n === 0) break;
         done += n;
       }
     } catch (err) {
       throw ioError(err, this.path, `reading ${buf.length} bytes at offset ${pos}`);
+    }
+    return done;
+  }
+
+  /**
+   * Reads on the event loop what can be read without waiting for the device, and returns how
+   * much: all of buf, or less where the page cache stopped (or at the end of the file, which the
+   * caller's next read then confirms).
+   */
+  private readHot(buf: Buffer, pos: number): number {
+    let done = 0;
+    while (done < buf.length) {
+      const binding = this.nowait ? native() : null;
+      const n = binding
+        ? binding.readCached(this.fd, buf.subarray(done), pos + done)
+        : fs.readSync(this.fd, buf, done, buf.length - done, pos + done);
+      if (n === -2) {
+        this.nowait = false;
+        continue;
+      }
+      if (n <= 0) break;
+      done += n;
     }
     return done;
   }

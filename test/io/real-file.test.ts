@@ -3,6 +3,7 @@
  * and hole punching through the native addon (which `npm run build:native` builds; a machine
  * without it fails here, saying so).
  */
+import { spawnSync } from 'node:child_process';
 import * as fsp from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -120,4 +121,24 @@ test('a file closed twice is closed once; using it afterwards is a typed I/O err
   await f.close();
   await f.close();
   await expect(f.write(Buffer.from('x'), 0)).rejects.toMatchObject({ code: ErrorCode.IO });
+});
+
+test('reads of bytes not in the page cache go to the thread pool and come back right', async () => {
+  if (!native()) throw new Error(nativeUnavailableReason());
+  const data = Buffer.alloc(4 * 1024 * 1024);
+  for (let i = 0; i < data.length; i += 512) data.writeUInt32LE(i, i);
+  const source = path.join(dir, 'src');
+  const target = path.join(dir, 'cold');
+  fsp.writeFileSync(source, data);
+  // Written with O_DIRECT, the copy's bytes are on disk only.
+  const r = spawnSync('dd', [`if=${source}`, `of=${target}`, 'bs=1M', 'oflag=direct', 'status=none']);
+  if (r.status !== 0) throw new Error(`dd oflag=direct failed (coreutils): ${r.stderr}`);
+  const f = await new RealFileSystem('sync').open(target, { readOnly: true });
+  const back = Buffer.alloc(data.length);
+  expect(await f.read(back, 0)).toBe(data.length);
+  expect(back.equals(data)).toBe(true);
+  const tail = Buffer.alloc(8192);
+  expect(await f.read(tail, data.length - 4096)).toBe(4096);
+  expect(tail.subarray(0, 4096).equals(data.subarray(data.length - 4096))).toBe(true);
+  await f.close();
 });

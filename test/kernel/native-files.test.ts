@@ -121,3 +121,27 @@ test('another process cannot take a lock this process holds', () => {
   expect(child.stderr).toBe('');
   expect(child.stdout).toBe('false');
 });
+
+/** A file written with O_DIRECT (dd oflag=direct): its bytes are on disk and not in the page cache. */
+function uncachedFile(name: string, data: Buffer): string {
+  const source = path.join(dir, `${name}.src`);
+  const target = path.join(dir, name);
+  fs.writeFileSync(source, data);
+  const r = spawnSync('dd', [`if=${source}`, `of=${target}`, 'bs=1M', 'oflag=direct', 'status=none']);
+  if (r.status !== 0) throw new Error(`dd oflag=direct failed (coreutils): ${r.stderr}`);
+  return target;
+}
+
+test('readCached reads what the page cache holds and answers -1 for bytes only the disk has', () => {
+  const data = Buffer.alloc(2 * MiB);
+  for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i, i);
+  const file = uncachedFile('cold', data);
+  const fd = fs.openSync(file, 'r');
+  fds.push(fd);
+  const buf = Buffer.alloc(4096);
+  expect(addon().readCached(fd, buf, MiB)).toBe(-1);
+  expect(fs.readSync(fd, buf, 0, 4096, MiB)).toBe(4096);
+  expect(addon().readCached(fd, buf.fill(0), MiB)).toBe(4096);
+  expect(buf.readUInt32LE(0)).toBe(MiB);
+  expect(addon().readCached(fd, buf, 2 * MiB)).toBe(0);
+});
