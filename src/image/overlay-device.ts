@@ -6,12 +6,15 @@
  * fill), or below (absent: one read of the parent per run).
  *
  * Writes:
- * - The fast path: every sub-block the write touches is already present. The bytes go straight
- *   to their place in the file, with no lock and no state change: a rewrite costs one pwrite.
- * - Otherwise the blocks are locked and the write becomes one pwrite of [head fill | data | tail
- *   fill], where a fill is the rest of a partially written sub-block that is not present yet,
- *   read from below (or zeros). A write covering whole sub-blocks never reads the parent. Only
- *   when the data is written do the sub-blocks become present in the state map.
+ * - A write that needs no fill (it covers whole sub-blocks, or its partial ends fall in present
+ *   ones) goes straight to its place in the file, with no lock; then, in one synchronous step,
+ *   the sub-blocks it covered become present. A rewrite changes no state: one pwrite. A
+ *   whole-block first write never reads the parent.
+ * - A write that starts or ends inside a sub-block that is not present locks its blocks and
+ *   becomes one pwrite of [head fill | data | tail fill], a fill being the rest of that sub-block
+ *   read from below (or zeros); the lock keeps two such writes from copying the same sub-block
+ *   up at once and losing one's bytes. Here too the map says present only once the bytes are
+ *   written.
  * - Zero and trim set the zero state of whole sub-blocks (the whiteout that hides the parent) and
  *   punch the file's hole where data was; partial sub-blocks at the ends are written with zeros.
  *   With no parent, "absent" already reads as zeros, so no whiteout is recorded.
