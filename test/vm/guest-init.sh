@@ -1,10 +1,11 @@
 #!/bin/busybox sh
 # Stage 1 of the test VM (see test/vm/vm.ts): PID 1 in the initramfs, run by a static busybox.
 # It loads the virtio / 9p / virtio-net modules, brings the network up on QEMU's user-mode
-# subnet, mounts the host's root read-only as the new root (with fresh /tmp and /run) and the
-# run's writable share at the same path it has on the host, then switch_root's into the host's
-# own /bin/sh running stage 2 (test/vm/guest-run.sh). /vm.env, written by the harness, sets
-# VM_MODULES (load order), VM_RUN_DIR, VM_CONTROL_DIR, VM_STAGE2, VM_GUEST_IP and VM_DEADLINE_S.
+# subnet, mounts the host's root read-only as the new root (with fresh /tmp and /run), the
+# repository read-only and the run's writable share at the paths they have on the host, then
+# switch_root's into the host's own /bin/sh running stage 2 (test/vm/guest-run.sh). /vm.env,
+# written by the harness, sets VM_MODULES (load order), VM_RUN_DIR, VM_REPO_DIR, VM_CONTROL_DIR,
+# VM_STAGE2, VM_GUEST_IP and VM_DEADLINE_S.
 /bin/busybox mkdir -p /bin
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -41,6 +42,9 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "tmpfs /tmp"
 mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "tmpfs /run"
+# The repository again, on its own share: a checkout under /tmp is hidden by the tmpfs above.
+mkdir -p "/newroot$VM_REPO_DIR" 2>/dev/null
+mount -t 9p -o "$opts,ro,cache=loose" repo "/newroot$VM_REPO_DIR" || fail "9p mount of the repository"
 mkdir -p "/newroot$VM_RUN_DIR" || fail "mount point $VM_RUN_DIR"
 mount -t 9p -o "$opts,cache=none" run "/newroot$VM_RUN_DIR" || fail "9p mount of the run share"
 

@@ -27,8 +27,9 @@
  * repository's CLI with the host's node: `$COWDISK attach img /dev/nbd0`; needs dist/ built,
  * see REPO_ROOT) and, when `forward` is given, VM_FORWARD_HOST / VM_FORWARD_PORT.
  * The guest sees the HOST'S OWN FILESYSTEM read-only at `/`: the host's node, modprobe,
- * mkfs.ext4, nbd-client and this repository at its host path. /tmp, /run, /dev/shm are fresh
- * tmpfs in the guest; the only writable place the host sees afterwards is `runDir`. Kernel
+ * mkfs.ext4, nbd-client and this repository at its host path (shared on its own, read-only, so
+ * that a checkout under /tmp is there too). /tmp, /run, /dev/shm are fresh tmpfs in the guest;
+ * the only writable place the host sees afterwards is `runDir`. Kernel
  * modules load with plain `modprobe` (`modprobe nbd` gives /dev/nbd0..15).
  * Networking is QEMU's user mode with `restrict=on`: the guest reaches nothing but the one
  * forward, a TCP address (GUEST_FORWARD_ADDRESS:guestPort) whose every connection is spliced to
@@ -224,6 +225,7 @@ export async function runInVm(options: VmOptions): Promise<VmResult> {
       init: join(HERE, 'guest-init.sh'),
       env: {
         VM_RUN_DIR: runDir,
+        VM_REPO_DIR: REPO_ROOT,
         VM_CONTROL_DIR: controlDir,
         VM_STAGE2: join(HERE, 'guest-run.sh'),
         VM_GUEST_IP: '10.0.2.15',
@@ -245,6 +247,9 @@ export async function runInVm(options: VmOptions): Promise<VmResult> {
       '-append', 'console=ttyS0 panic=-1 quiet',
       '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
       '-virtfs', `local,path=${qemuValue(runDir)},mount_tag=run,security_model=none,multidevs=remap`,
+      // The repository on its own share too: under /tmp (a CI checkout, say) the root share's copy
+      // is hidden by the guest's fresh tmpfs.
+      '-virtfs', `local,path=${qemuValue(REPO_ROOT)},mount_tag=repo,security_model=none,readonly=on,multidevs=remap`,
       '-netdev', netdevArg(options.forward),
       // romfile= drops the iPXE option ROM: nothing boots from the network, and it saves time.
       '-device', 'virtio-net-pci,netdev=net0,romfile=',
