@@ -27,6 +27,7 @@ interface AttachCliOptions {
   readOnly?: boolean;
   connections: string;
   timeout?: string;
+  pollUs: string;
   ioctl?: boolean;
   daemon?: boolean;
   pidFile?: string;
@@ -46,6 +47,7 @@ export function register(program: Command): void {
     .option('-r, --read-only', 'attach read-only (the kernel refuses writes)')
     .option('-c, --connections <n>', 'sockets between the kernel and the server (more than 1 needs multi-conn)', '1')
     .option('-t, --timeout <seconds>', 'fail a request the server has not answered in this long (default: wait as long as it takes)')
+    .option('--poll-us <n>', 'after answering the kernel, keep polling for its next request up to this many microseconds (adapts; 0 never polls)', '200')
     .option('--ioctl', 'connect through the nbd ioctls instead of netlink (older kernels fall back to them by themselves)')
     .option('-d, --daemon', 'return once attached and keep serving in the background')
     .option('--pid-file <file>', "write the serving process's pid to this file while attached")
@@ -87,6 +89,7 @@ interface AttachRequest {
   readOnly: boolean;
   connections: number;
   timeout: number | undefined;
+  pollMicros: number;
   ioctl: boolean;
   pidFile: string | undefined;
 }
@@ -99,6 +102,7 @@ function parseRequest(image: string, device: string | undefined, options: Attach
     readOnly: options.readOnly ?? false,
     connections: parseCount(options.connections, '--connections', 1),
     timeout: options.timeout === undefined ? undefined : parseCount(options.timeout, '--timeout', 0),
+    pollMicros: parseCount(options.pollUs, '--poll-us', 0),
     ioctl: options.ioctl ?? false,
     pidFile: options.pidFile === undefined ? undefined : path.resolve(options.pidFile),
   };
@@ -119,6 +123,7 @@ async function attachImage(request: AttachRequest): Promise<{ attachment: Attach
     device: request.index,
     connections: request.connections,
     timeout: request.timeout,
+    pollMicros: request.pollMicros,
     kernelInterface: request.ioctl ? 'ioctl' : undefined,
   });
   const ms = Math.round(performance.now() - started);
@@ -166,6 +171,7 @@ async function startDaemon(request: AttachRequest): Promise<void> {
   if (request.readOnly) args.push('--read-only');
   args.push('--connections', String(request.connections));
   if (request.timeout !== undefined) args.push('--timeout', String(request.timeout));
+  args.push('--poll-us', String(request.pollMicros));
   if (request.ioctl) args.push('--ioctl');
   if (request.pidFile) args.push('--pid-file', request.pidFile);
   args.push('--daemon-child');

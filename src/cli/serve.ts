@@ -22,6 +22,7 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import { openImage, type Image } from '../image/open.js';
 import { NbdServer, type ListenOptions } from '../nbd/index.js';
 import { DEFAULT_POLL_US } from '../nbd/poller.js';
+import { parseCount } from './size.js';
 
 interface ServeCliOptions {
   socket?: string;
@@ -72,8 +73,8 @@ Examples:
     .action(async (image: string, more: string[], options: ServeCliOptions) => {
       const exportArgs = parseExports([image, ...more]);
       const listen = parseListen(options, exportArgs[0].name);
-      const maxConnections = options.maxConnections === undefined ? undefined : wholeNumber(options.maxConnections, '--max-connections', 1);
-      const pollMicros = wholeNumber(options.pollUs ?? String(DEFAULT_POLL_US), '--poll-us', 0);
+      const maxConnections = options.maxConnections === undefined ? undefined : parseCount(options.maxConnections, '--max-connections', 1);
+      const pollMicros = parseCount(options.pollUs ?? String(DEFAULT_POLL_US), '--poll-us', 0);
       await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros });
     });
 }
@@ -97,7 +98,7 @@ function parseExports(args: string[]): ExportArg[] {
 function parseListen(options: ServeCliOptions, firstName: string): ListenOptions {
   if (options.port !== undefined) {
     if (options.socket !== undefined) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, 'Use either --socket or --port, not both.');
-    const port = wholeNumber(options.port, '--port', 0);
+    const port = parseCount(options.port, '--port', 0);
     if (port > 65535) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--port must be at most 65535, not ${port}.`);
     return { port, host: options.bind ?? '127.0.0.1' };
   }
@@ -108,14 +109,6 @@ function parseListen(options: ServeCliOptions, firstName: string): ListenOptions
   const runtime = process.env.XDG_RUNTIME_DIR;
   if (runtime && fs.existsSync(runtime)) return { socket: path.join(runtime, `cowdisk-${firstName}.sock`) };
   return { socket: path.resolve(`${firstName}.sock`) };
-}
-
-function wholeNumber(value: string, name: string, minimum: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < minimum) {
-    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${name} must be a whole number of at least ${minimum}, not "${value}".`);
-  }
-  return n;
 }
 
 interface ServeSettings {

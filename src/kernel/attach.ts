@@ -56,6 +56,8 @@ export interface AttachOptions {
   sectorSize?: number;
   /** Force the ioctl interface even where netlink exists (tests both paths). */
   kernelInterface?: KernelInterface;
+  /** The server's polling window after a reply, in microseconds (NbdServerOptions.pollMicros). */
+  pollMicros?: number;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -120,7 +122,7 @@ export async function attach(options: AttachOptions): Promise<Attachment> {
   else if (how === 'ioctl') index = (await firstFreeDevice())?.index ?? noFreeDevice();
 
   const exp = await options.openExport();
-  const server = new NbdServer({ exports: [exp] });
+  const server = new NbdServer({ exports: [exp], pollMicros: options.pollMicros });
   const pairs: Array<[number, number]> = [];
   const sockets: net.Socket[] = [];
   const served: Promise<void>[] = [];
