@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { inventory, type DeviceEntry } from '../kernel/inventory.js';
-import { printJson, printLines } from './output.js';
+import { formatTable, printJson, printLines } from './output.js';
 import { formatSize } from './size.js';
 
 export interface DevicesOptions {
@@ -22,9 +22,7 @@ export async function printDevices(options: DevicesOptions): Promise<void> {
     if (driverLoaded) lines.push('No nbd device is attached.');
     return printLines(lines);
   }
-  const rows = [['DEVICE', 'STATE', 'MODE', 'SIZE', 'PID', 'SINCE', 'IMAGE'], ...shown.map(row)];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  for (const r of rows) lines.push(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '));
+  lines.push(...formatTable([['DEVICE', 'STATE', 'MODE', 'SIZE', 'PID', 'SINCE', 'IMAGE'], ...shown.map(row)]));
   if (shown.some((d) => d.state === 'orphaned')) {
     lines.push('', 'orphaned: the serving process died; `cowdisk detach DEVICE` disconnects it, then `cowdisk check IMAGE`.');
   }

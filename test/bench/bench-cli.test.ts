@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { summarize } from '../../src/bench/latency.js';
 import { measuredOffset, planWrites, warmupOffset } from '../../src/bench/workload.js';
 import { ErrorCode } from '../../src/errors.js';
-import { REPO } from '../kernel/cli.js';
+import { REPO } from '../helpers/cli.js';
 import { KiB, MiB, cowdisk, json, ok, scratchDir, writeRaw } from '../cli/fixtures.js';
 
 const { at } = scratchDir();

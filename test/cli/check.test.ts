@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { startServe } from '../helpers/nbd-cli.js';
 import { run } from '../helpers/nbd-tools.js';
-import { REPO } from '../kernel/cli.js';
+import { REPO } from '../helpers/cli.js';
 import { KiB, cowdisk, flipByte, json, ok, scratchDir, writeRaw } from './fixtures.js';
 
 const { at } = scratchDir();

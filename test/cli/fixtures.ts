@@ -1,5 +1,5 @@
 /**
- * What the CLI tests share: the spawned `cowdisk` (test/kernel/cli.ts runs the built bin as a
+ * What the CLI tests share: the spawned `cowdisk` (test/helpers/cli.ts runs the built bin as a
  * user does; `npm test` builds first), a scratch directory per test file, raw images of known
  * content, and the few facts a test reads back from files (bytes on disk, byte equality by cmp).
  */
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll } from 'vitest';
 import { run } from '../helpers/nbd-tools.js';
-import { cowdisk, type CliResult } from '../kernel/cli.js';
+import { cowdisk, type CliResult } from '../helpers/cli.js';
 
 export { cowdisk, type CliResult };
 

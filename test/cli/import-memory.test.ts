@@ -8,7 +8,7 @@ import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { run } from '../helpers/nbd-tools.js';
-import { REPO } from '../kernel/cli.js';
+import { REPO } from '../helpers/cli.js';
 import { MiB, scratchDir } from './fixtures.js';
 
 const { at } = scratchDir();

@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { openImage } from '../../src/index.js';
 import { run } from '../helpers/nbd-tools.js';
-import { REPO } from '../kernel/cli.js';
+import { REPO } from '../helpers/cli.js';
 import { KiB, cowdisk, json, ok, scratchDir, writeRaw } from './fixtures.js';
 
 const { at } = scratchDir();

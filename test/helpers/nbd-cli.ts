@@ -4,10 +4,7 @@
  * `npx vitest` after a change needs `npm run build`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
+import { REPO, requireBuilt } from './cli.js';
 
 export interface ServeProcess {
   child: ChildProcess;
@@ -23,9 +20,7 @@ export interface ServeProcess {
  * per export: `exports` of them); rejects if it exits first.
  */
 export function startServe(args: string[], options: { exports?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ServeProcess> {
-  if (!existsSync(`${REPO}dist/cli/main.js`)) {
-    throw new Error('dist/ is not built: run `npm run build` (or `npm test`, which builds first)');
-  }
+  requireBuilt();
   const child = spawn(process.execPath, [`${REPO}bin/cowdisk`, 'serve', ...args], {
     cwd: options.cwd,
     env: options.env ?? process.env,

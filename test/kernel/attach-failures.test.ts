@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { attach } from '../../src/kernel/attach.js';
 import { detach } from '../../src/kernel/detach.js';
-import { cowdisk } from './cli.js';
+import { cowdisk } from '../helpers/cli.js';
 
 let dir: string;
 let image: string;

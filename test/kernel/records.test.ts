@@ -20,7 +20,7 @@ import {
   writeRecord,
   type AttachRecord,
 } from '../../src/kernel/records.js';
-import { cowdisk } from './cli.js';
+import { cowdisk } from '../helpers/cli.js';
 
 let dir: string;
 const saved = process.env.COWDISK_RUN_DIR;

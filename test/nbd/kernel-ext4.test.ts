@@ -14,7 +14,7 @@ import { realFileSystem } from '../../src/io/real-file.js';
 import { startServe } from '../helpers/nbd-cli.js';
 import { makeEmpty, MiB, tempDir } from '../helpers/nbd-images.js';
 import { run, tool } from '../helpers/nbd-tools.js';
-import { cowdisk } from '../kernel/cli.js';
+import { cowdisk } from '../helpers/cli.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeChain, makeEmpty, MiB, serveImages, type Chain } from '../helpers/nbd-images.js';
 import type { TestServer } from '../helpers/nbd-server.js';
 import { run } from '../helpers/nbd-tools.js';
-import { cowdisk } from '../kernel/cli.js';
+import { cowdisk } from '../helpers/cli.js';
 
 let chain: Chain;
 let srv: TestServer;

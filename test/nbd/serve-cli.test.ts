@@ -13,7 +13,7 @@ import { startServe, type ServeProcess } from '../helpers/nbd-cli.js';
 import { makeChain, makeEmpty, MiB, type Chain } from '../helpers/nbd-images.js';
 import { python, run, SYSTEM_PYTHON } from '../helpers/nbd-tools.js';
 import { RawClient } from '../helpers/nbd-wire.js';
-import { cowdisk } from '../kernel/cli.js';
+import { cowdisk } from '../helpers/cli.js';
 
 let chain: Chain;
 beforeAll(async () => {

@@ -15,10 +15,15 @@ export interface CliResult {
   stderr: string;
 }
 
-export function cowdisk(args: string[], options: SpawnOptions = {}): Promise<CliResult> {
+/** Fails, saying what to run, when the CLI has not been built. */
+export function requireBuilt(): void {
   if (!existsSync(`${REPO}dist/cli/main.js`)) {
     throw new Error('dist/ is not built: run `npm run build` (or `npm test`, which builds first)');
   }
+}
+
+export function cowdisk(args: string[], options: SpawnOptions = {}): Promise<CliResult> {
+  requireBuilt();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
