@@ -86,6 +86,28 @@ export class StateMap {
     return this.page(block);
   }
 
+  /**
+   * Visits every page in order, for walks over the whole map (info's counts, reclaiming space):
+   * a page in memory as it is; a page only on disk read but not kept (a walk over a 1 TiB map
+   * must not end up holding all of it); a run of pages never written (holes in the file, found
+   * with seekData where the system can tell) as null, without reading them. The cost follows
+   * what was written, not the disk size.
+   */
+  async visit(fn: (index: number, page: MapPage | null) => void | Promise<void>): Promise<void> {
+    let index = 0;
+    while (index < this.pageCount) {
+      if (this.file.seekData && !this.pages.get(index)) {
+        const data = await this.file.seekData(this.mapOffset + index * MAP_SLOT_STRIDE);
+        const written = data < 0 ? this.pageCount : Math.min(this.pageCount, Math.floor((data - this.mapOffset) / MAP_SLOT_STRIDE));
+        // Never written on disk, but a page changed since the last flush may be in memory.
+        for (; index < written; index++) await fn(index, this.pages.get(index) ?? null);
+        if (index >= this.pageCount) return;
+      }
+      await fn(index, this.pages.get(index) ?? (await this.load(index)));
+      index++;
+    }
+  }
+
   private async load(index: number): Promise<MapPage> {
     const slots = await this.readSlots(index);
     const chosen = chooseSlot(slots);

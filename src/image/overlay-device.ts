@@ -400,9 +400,9 @@ export class OverlayDevice implements BlockDevice {
     let present = 0;
     let zero = 0;
     let subPresent = 0;
-    for (let block = 0; block < this.overlay.blocks; block += MAP_ENTRIES_PER_PAGE) {
-      const page = await this.page(block);
-      const count = Math.min(MAP_ENTRIES_PER_PAGE, this.overlay.blocks - block);
+    await this.overlay.map.visit((index, page) => {
+      if (!page) return;
+      const count = Math.min(MAP_ENTRIES_PER_PAGE, this.overlay.blocks - index * MAP_ENTRIES_PER_PAGE);
       for (let slot = 0; slot < count; slot++) {
         const p = page.present(slot);
         if (p !== 0) {
@@ -410,7 +410,7 @@ export class OverlayDevice implements BlockDevice {
           subPresent += popcount(p);
         } else if (page.zero(slot) !== 0) zero++;
       }
-    }
+    });
     return { present, zero, bytesPresent: subPresent * this.subBlockSize };
   }
 

@@ -23,27 +23,40 @@ export async function reclaimSpace(overlay: OverlayFile): Promise<ReclaimResult>
   const before = (await overlay.file.stat()).allocated;
   const bs = overlay.header.blockSize;
   const sbs = overlay.subBlockSize;
+  const full = overlay.map.fullMask;
+  // The current run of bytes (disk offsets) nothing present needs, or -1.
   let runStart = -1;
   let supported = true;
-  const punch = async (from: number, to: number) => {
-    if (to > from && !(await overlay.file.punchHole(overlay.dataPos(0, from), to - from))) supported = false;
+  const keep = async (at: number) => {
+    if (runStart !== -1 && supported && at > runStart) {
+      if (!(await overlay.file.punchHole(overlay.dataPos(0, runStart), at - runStart))) supported = false;
+    }
+    runStart = -1;
   };
-  for (let block = 0; block < overlay.blocks; block++) {
-    const page = overlay.map.loaded(block) ?? (await overlay.map.page(block));
-    const p = page.present(block % MAP_ENTRIES_PER_PAGE);
-    for (let sub = 0; sub < overlay.header.subBlocks; sub++) {
-      const at = block * bs + sub * sbs;
-      const needed = (p & (1 << sub)) !== 0;
-      if (needed && runStart !== -1) {
-        await punch(runStart, at);
-        runStart = -1;
-      } else if (!needed && runStart === -1) {
-        runStart = at;
+  const drop = (at: number) => {
+    if (runStart === -1) runStart = at;
+  };
+  await overlay.map.visit(async (index, page) => {
+    const first = index * MAP_ENTRIES_PER_PAGE;
+    const count = Math.min(MAP_ENTRIES_PER_PAGE, overlay.blocks - first);
+    if (!page) {
+      drop(first * bs);
+      return;
+    }
+    for (let slot = 0; slot < count; slot++) {
+      const blockStart = (first + slot) * bs;
+      const p = page.present(slot);
+      if (p === 0) drop(blockStart);
+      else if (p === full) await keep(blockStart);
+      else {
+        for (let sub = 0; sub < overlay.header.subBlocks; sub++) {
+          if (p & (1 << sub)) await keep(blockStart + sub * sbs);
+          else drop(blockStart + sub * sbs);
+        }
       }
     }
-    if (!supported) break;
-  }
-  if (runStart !== -1 && supported) await punch(runStart, overlay.blocks * bs);
+  });
+  await keep(overlay.blocks * bs);
   await overlay.file.sync();
   return { before, after: (await overlay.file.stat()).allocated, supported };
 }

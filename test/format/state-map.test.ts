@@ -249,3 +249,48 @@ describe('persist (the flush sequence)', () => {
     expect(writes).toBe(0);
   });
 });
+
+describe('visiting the whole map', () => {
+  test('visits every page in order, null for pages never written, and keeps none it read', async () => {
+    const pages = 40;
+    const { file, map } = await setup(pages, pages * MAP_ENTRIES_PER_PAGE);
+    const writer = map();
+    await setBlock(writer, 3 * MAP_ENTRIES_PER_PAGE + 5, 0b1, 0);
+    await setBlock(writer, 30 * MAP_ENTRIES_PER_PAGE, 0, 0b10);
+    await writer.persist();
+    await file.sync();
+    const reader = map();
+    const seen: Array<[number, number | null]> = [];
+    await reader.visit((index, page) => {
+      seen.push([index, page ? page.present(5) | page.zero(0) : null]);
+    });
+    expect(seen.map(([i]) => i)).toEqual([...Array(pages).keys()]);
+    expect(seen.filter(([, v]) => v !== null)).toEqual([
+      [3, 1],
+      [30, 2],
+    ]);
+    expect(reader.loaded(3 * MAP_ENTRIES_PER_PAGE)).toBeUndefined();
+  });
+
+  test('reads only the pages that were written, and sees changes not yet flushed', async () => {
+    const pages = 2000;
+    const memory = new MemoryFileSystem();
+    const created = await memory.create(FILE);
+    await created.truncate(MAP_OFFSET + pages * 8192);
+    const writer = new StateMap(created, MAP_OFFSET, pages, pages * MAP_ENTRIES_PER_PAGE, 16);
+    await setBlock(writer, 7 * MAP_ENTRIES_PER_PAGE, 0b1, 0);
+    await writer.persist();
+    await created.close();
+    const watched = new WatchedFileSystem(memory);
+    const handle = await watched.open(FILE);
+    const map = new StateMap(handle, MAP_OFFSET, pages, pages * MAP_ENTRIES_PER_PAGE, 16);
+    await setBlock(map, 1500 * MAP_ENTRIES_PER_PAGE, 0b11, 0);
+    watched.reads.length = 0;
+    const found: number[] = [];
+    await map.visit((index, page) => {
+      if (page && (page.present(0) | page.zero(0)) !== 0) found.push(index);
+    });
+    expect(found).toEqual([7, 1500]);
+    expect(watched.reads.length).toBeLessThanOrEqual(2);
+  });
+});
