@@ -54,6 +54,18 @@ export interface Extent {
   layer: number;
 }
 
+/** Whether `next` carries on `previous`: adjacent, same kind, same serving layer. */
+export function continues(previous: Extent | undefined, next: Extent): previous is Extent {
+  return previous !== undefined && previous.kind === next.kind && previous.layer === next.layer && previous.offset + previous.length === next.offset;
+}
+
+/** Appends an extent to a list, joining it to the last one when it carries it on. */
+export function appendExtent(list: Extent[], next: Extent): void {
+  const last = list[list.length - 1];
+  if (continues(last, next)) last.length += next.length;
+  else list.push(next);
+}
+
 export type LayerKind = 'overlay' | 'snapshot' | 'raw';
 
 /** One layer of a chain as the user sees it (`info --chain`, the NBD layer context). */

@@ -7,7 +7,7 @@
  * handed out as they are found, neighbours with the same kind and layer joined across windows,
  * so the output is the same as one call would give and memory stays bounded.
  */
-import type { BlockDevice, Extent } from './device.js';
+import { continues, type BlockDevice, type Extent } from './device.js';
 
 export interface MappedExtent extends Extent {
   /** The serving layer's file, or null for a hole no layer answers for (layer -1). */
@@ -22,7 +22,7 @@ export async function* mapExtents(device: BlockDevice): AsyncGenerator<MappedExt
   let pending: MappedExtent | undefined;
   for (let at = 0; at < device.size; at += window) {
     for (const e of await device.extents(at, Math.min(window, device.size - at))) {
-      if (pending && pending.kind === e.kind && pending.layer === e.layer && pending.offset + pending.length === e.offset) {
+      if (continues(pending, e)) {
         pending.length += e.length;
         continue;
       }

@@ -28,7 +28,7 @@ import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
 import type { OverlayFile } from '../format/overlay.js';
 import type { MapPage } from '../format/state-map.js';
 import { BlockLocks } from './block-locks.js';
-import type { BlockDevice, Capabilities, Extent, LayerInfo, WriteOptions, ZeroOptions } from './device.js';
+import { appendExtent, type BlockDevice, type Capabilities, type Extent, type LayerInfo, type WriteOptions, type ZeroOptions } from './device.js';
 
 export const OVERLAY_CAPABILITIES: Capabilities = Object.freeze({
   writable: true,
@@ -360,11 +360,7 @@ export class OverlayDevice implements BlockDevice {
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.checkOpen();
     const out: Extent[] = [];
-    const push = (e: Extent) => {
-      const last = out[out.length - 1];
-      if (last && last.kind === e.kind && last.layer === e.layer && last.offset + last.length === e.offset) last.length += e.length;
-      else out.push(e);
-    };
+    const push = (e: Extent) => appendExtent(out, e);
     const end = offset + length;
     const bs = this.blockSize;
     let pos = offset;

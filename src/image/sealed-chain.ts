@@ -15,7 +15,7 @@ import type { RawFile } from '../format/raw.js';
 import { formatRawIdentity } from '../format/raw.js';
 import { PageCache } from '../format/page-cache.js';
 import { SnapshotFile } from '../format/snapshot.js';
-import type { BlockDevice, Capabilities, Extent, LayerInfo } from './device.js';
+import { appendExtent, type BlockDevice, type Capabilities, type Extent, type LayerInfo } from './device.js';
 
 export type SealedLayer = SnapshotFile | RawFile;
 
@@ -161,9 +161,7 @@ export class SealedChain implements BlockDevice {
       const li = r.layer[slot];
       const kind: Extent['kind'] = li === -1 ? 'hole' : r.kind[slot] === BlockKind.ZERO ? 'zero' : 'data';
       const until = Math.min(end, (block + 1) * bs);
-      const last = out[out.length - 1];
-      if (last && last.kind === kind && last.layer === li) last.length += until - pos;
-      else out.push({ offset: pos, length: until - pos, kind, layer: li });
+      appendExtent(out, { offset: pos, length: until - pos, kind, layer: li });
       pos = until;
     }
     return this.splitRawHoles(out);
@@ -175,11 +173,11 @@ export class SealedChain implements BlockDevice {
     for (const e of extents) {
       const layer = e.layer === -1 ? undefined : this.layers[e.layer];
       if (e.kind !== 'data' || layer instanceof SnapshotFile || layer === undefined) {
-        out.push(e);
+        appendExtent(out, e);
         continue;
       }
       for (const run of await layer.allocation(e.offset, e.offset + e.length)) {
-        out.push({ offset: run.start, length: run.end - run.start, kind: run.data ? 'data' : 'hole', layer: e.layer });
+        appendExtent(out, { offset: run.start, length: run.end - run.start, kind: run.data ? 'data' : 'hole', layer: e.layer });
       }
     }
     return out;
