@@ -60,10 +60,9 @@ export interface NativeBinding {
   /**
    * An open-file-description lock on the whole file (F_OFD_SETLK), exclusive or shared, without
    * waiting: false when another open file holds a conflicting lock, even in this process. Released
-   * by `unlock` or when the last descriptor of this open file closes (also when the process dies).
+   * when the last descriptor of this open file closes (also when the process dies).
    */
   lock(fd: number, exclusive: boolean): boolean;
-  unlock(fd: number): void;
   /** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected ends. */
   socketpair(): [number, number];
   /**

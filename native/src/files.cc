@@ -81,16 +81,8 @@ napi_value Seek(napi_env env, napi_callback_info info, int whence, const char* n
 napi_value SeekData(napi_env env, napi_callback_info info) { return Seek(env, info, SEEK_DATA, "lseek(SEEK_DATA)"); }
 napi_value SeekHole(napi_env env, napi_callback_info info) { return Seek(env, info, SEEK_HOLE, "lseek(SEEK_HOLE)"); }
 
-int OfdLock(int fd, short type) {
-  struct flock fl = {};
-  fl.l_type = type;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = 0;
-  fl.l_len = 0;  // to the end of the file, however large it grows
-  return fcntl(fd, F_OFD_SETLK, &fl);
-}
-
-// lock(fd, exclusive) -> boolean: false when another open file holds a conflicting lock.
+// lock(fd, exclusive) -> boolean: false when another open file holds a conflicting lock. There
+// is no unlock: the lock lives as long as the open file, and cowdisk closes the file to drop it.
 napi_value Lock(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int32_t fd;
@@ -99,18 +91,13 @@ napi_value Lock(napi_env env, napi_callback_info info) {
       !GetBool(env, argv[1], "exclusive", &exclusive)) {
     return nullptr;
   }
-  if (OfdLock(fd, exclusive ? F_WRLCK : F_RDLCK) == 0) return Boolean(env, true);
+  struct flock fl = {};
+  fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 0;  // to the end of the file, however large it grows
+  if (fcntl(fd, F_OFD_SETLK, &fl) == 0) return Boolean(env, true);
   if (errno == EAGAIN || errno == EACCES) return Boolean(env, false);
-  ThrowErrno(env, errno, "fcntl(F_OFD_SETLK)");
-  return nullptr;
-}
-
-// unlock(fd): drops this open file's lock (closing the fd does it too).
-napi_value Unlock(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  int32_t fd;
-  if (!Args(env, info, 1, argv) || !GetInt32(env, argv[0], "fd", &fd)) return nullptr;
-  if (OfdLock(fd, F_UNLCK) == 0) return Undefined(env);
   ThrowErrno(env, errno, "fcntl(F_OFD_SETLK)");
   return nullptr;
 }
@@ -178,7 +165,6 @@ void RegisterFiles(napi_env env, napi_value exports) {
              {"seekData", SeekData},
              {"seekHole", SeekHole},
              {"lock", Lock},
-             {"unlock", Unlock},
              {"socketpair", SocketPair},
              {"setIoFlusher", SetIoFlusher},
              {"readCached", ReadCached},

@@ -86,7 +86,7 @@ test('an exclusive OFD lock keeps a second open of the same file out, even in th
   expect(b.lock(first, true)).toBe(true);
   expect(b.lock(second, true)).toBe(false);
   expect(b.lock(second, false)).toBe(false);
-  b.unlock(first);
+  closeFile(first);
   expect(b.lock(second, true)).toBe(true);
 });
 
