@@ -7,10 +7,8 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
-/** What `nbdConnect` hands the kernel's nbd driver (linux/nbd-netlink.h, NBD_CMD_CONNECT). */
-export interface NbdConnectOptions {
-  /** Device index (nbdN); without it the kernel picks a free device atomically. */
-  index?: number;
+/** What both kernel interfaces tell the nbd driver about a disk (native/src/nbd_geometry.h). */
+export interface NbdGeometry {
   /** Connected stream sockets, one per connection; the kernel takes its own reference. */
   sockets: number[];
   sizeBytes: number;
@@ -18,25 +16,22 @@ export interface NbdConnectOptions {
   blockSize?: number;
   /** NBD transmission flags (NBD_FLAG_*), as a server would send them. */
   serverFlags: number;
-  /** NBD_CFLAG_*: destroy on disconnect, disconnect on last close. */
-  clientFlags?: number;
   /** Seconds before a request fails; absent (or 0): requests wait for the server forever. */
   timeout?: number;
-  /** Seconds the kernel waits for a dead connection to be replaced before failing I/O. */
-  deadConnTimeout?: number;
+}
+
+/** What `nbdConnect` hands the kernel's nbd driver (linux/nbd-netlink.h, NBD_CMD_CONNECT). */
+export interface NbdConnectOptions extends NbdGeometry {
+  /** Device index (nbdN); without it the kernel picks a free device atomically. */
+  index?: number;
   /** Shown in /sys/block/nbdN/backend (Linux 5.14+; older kernels ignore it). */
   backend?: string;
 }
 
 /** What `nbdIoctlConnect` configures with the NBD_SET_* ioctls before NBD_DO_IT. */
-export interface NbdIoctlOptions {
+export interface NbdIoctlOptions extends NbdGeometry {
   /** /dev/nbdN */
   device: string;
-  sockets: number[];
-  sizeBytes: number;
-  blockSize?: number;
-  serverFlags: number;
-  timeout?: number;
 }
 
 /**

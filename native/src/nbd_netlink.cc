@@ -57,10 +57,6 @@ struct ConnectOptions {
   NbdGeometry disk;
   bool has_index = false;
   int64_t index = 0;
-  bool has_client_flags = false;
-  int64_t client_flags = 0;
-  bool has_dead_conn_timeout = false;
-  int64_t dead_conn_timeout = 0;
   bool has_backend = false;
   std::string backend;
 };
@@ -111,9 +107,7 @@ class ConnectJob : public NbdJob {
     request->PutU64(NBD_ATTR_SIZE_BYTES, disk.size_bytes);
     if (disk.has_block_size) request->PutU64(NBD_ATTR_BLOCK_SIZE_BYTES, disk.block_size);
     request->PutU64(NBD_ATTR_SERVER_FLAGS, disk.server_flags);
-    if (options_.has_client_flags) request->PutU64(NBD_ATTR_CLIENT_FLAGS, options_.client_flags);
     if (disk.has_timeout) request->PutU64(NBD_ATTR_TIMEOUT, disk.timeout);
-    if (options_.has_dead_conn_timeout) request->PutU64(NBD_ATTR_DEAD_CONN_TIMEOUT, options_.dead_conn_timeout);
     // Kernels older than 5.14 do not know this attribute; the family parses liberally and skips it.
     if (options_.has_backend) request->PutString(NBD_ATTR_BACKEND_IDENTIFIER, options_.backend);
     size_t sockets = request->BeginNest(NBD_ATTR_SOCKETS);
@@ -168,16 +162,14 @@ napi_value Available(napi_env env, napi_callback_info) {
   return Queue(env, std::make_unique<AvailableJob>(), "cowdisk.nbdNetlinkAvailable");
 }
 
-// nbdConnect({ index?, sockets, sizeBytes, blockSize?, serverFlags, clientFlags?, timeout?,
-//              deadConnTimeout?, backend? }) -> Promise<index>
+// nbdConnect({ index?, sockets, sizeBytes, blockSize?, serverFlags, timeout?, backend? })
+//   -> Promise<index>
 napi_value Connect(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!Args(env, info, 1, argv)) return nullptr;
   ConnectOptions o;
   if (!GetNbdGeometry(env, argv[0], "nbdConnect", &o.disk) ||
       !GetOptionalInt64(env, argv[0], "index", &o.index, &o.has_index) ||
-      !GetOptionalInt64(env, argv[0], "clientFlags", &o.client_flags, &o.has_client_flags) ||
-      !GetOptionalInt64(env, argv[0], "deadConnTimeout", &o.dead_conn_timeout, &o.has_dead_conn_timeout) ||
       !GetOptionalString(env, argv[0], "backend", &o.backend, &o.has_backend)) {
     return nullptr;
   }

@@ -17,7 +17,7 @@ import { constants } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { native, nativeUnavailableReason, type NativeBinding } from '../native.js';
+import { native, nativeUnavailableReason, type NativeBinding, type NbdGeometry } from '../native.js';
 import { devicePath } from './devices.js';
 
 export type KernelInterface = 'netlink' | 'ioctl';
@@ -114,7 +114,7 @@ export async function connectKernel(
   options: KernelConnectOptions,
 ): Promise<KernelConnection> {
   const target = options.index === undefined ? 'a free nbd device' : devicePath(options.index);
-  const geometry = {
+  const geometry: NbdGeometry = {
     sockets: options.sockets,
     sizeBytes: options.sizeBytes,
     blockSize: options.sectorSize,
