@@ -35,18 +35,6 @@ namespace cowdisk {
 
 namespace {
 
-napi_value Boolean(napi_env env, bool value) {
-  napi_value result;
-  napi_get_boolean(env, value, &result);
-  return result;
-}
-
-napi_value Number(napi_env env, double value) {
-  napi_value result;
-  napi_create_double(env, value, &result);
-  return result;
-}
-
 // punchHole(fd, offset, length) -> boolean
 napi_value PunchHole(napi_env env, napi_callback_info info) {
   napi_value argv[3];

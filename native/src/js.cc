@@ -92,6 +92,18 @@ napi_value Undefined(napi_env env) {
   return value;
 }
 
+napi_value Boolean(napi_env env, bool value) {
+  napi_value result;
+  napi_get_boolean(env, value, &result);
+  return result;
+}
+
+napi_value Number(napi_env env, double value) {
+  napi_value result;
+  napi_create_double(env, value, &result);
+  return result;
+}
+
 napi_value ErrnoError(napi_env env, int err, const std::string& syscall) {
   const char* name = ErrnoName(err);
   std::string code = name ? name : "E" + std::to_string(err);
@@ -125,7 +137,6 @@ bool Args(napi_env env, napi_callback_info info, size_t count, napi_value* argv,
   return true;
 }
 
-// false (with a TypeError thrown) unless `value` has the type a caller expects.
 bool Expect(napi_env env, napi_value value, napi_valuetype expected, const char* name, const char* what) {
   napi_valuetype type;
   napi_typeof(env, value, &type);

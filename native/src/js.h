@@ -24,6 +24,9 @@ napi_value ErrnoError(napi_env env, int err, const std::string& syscall);
 void ThrowErrno(napi_env env, int err, const std::string& syscall);
 void ThrowType(napi_env env, const std::string& message);
 
+// false (with the TypeError "<name> must be <what>" thrown) unless `value` is of type `expected`.
+bool Expect(napi_env env, napi_value value, napi_valuetype expected, const char* name, const char* what);
+
 // Argument readers: false (with a TypeError thrown) when the value has the wrong type.
 bool GetInt32(napi_env env, napi_value value, const char* name, int32_t* out);
 bool GetInt64(napi_env env, napi_value value, const char* name, int64_t* out);
@@ -54,6 +57,8 @@ class Job {
 napi_value Queue(napi_env env, std::unique_ptr<Job> job, const char* name);
 
 napi_value Undefined(napi_env env);
+napi_value Boolean(napi_env env, bool value);
+napi_value Number(napi_env env, double value);
 
 // Adds functions to the module's exports.
 void Export(napi_env env, napi_value exports, std::initializer_list<std::pair<const char*, napi_callback>> functions);

@@ -142,13 +142,8 @@ napi_value Connect(napi_env env, napi_callback_info info) {
   IoctlOptions o;
   napi_value device;
   if (!GetProperty(env, argv[0], "device", &device) || !GetString(env, device, "device", &o.device) ||
-      !GetNbdGeometry(env, argv[0], "nbdIoctlConnect", &o.disk)) {
-    return nullptr;
-  }
-  napi_valuetype type;
-  napi_typeof(env, argv[1], &type);
-  if (type != napi_function) {
-    ThrowType(env, "onEnd must be a function");
+      !GetNbdGeometry(env, argv[0], "nbdIoctlConnect", &o.disk) ||
+      !Expect(env, argv[1], napi_function, "onEnd", "a function")) {
     return nullptr;
   }
   napi_value name;

@@ -43,11 +43,7 @@ class AvailableJob : public Job {
     found_ = err == 0;
     return err;
   }
-  napi_value Resolve(napi_env env) override {
-    napi_value result;
-    napi_get_boolean(env, found_, &result);
-    return result;
-  }
+  napi_value Resolve(napi_env env) override { return Boolean(env, found_); }
 
  private:
   bool found_ = false;
@@ -146,15 +142,11 @@ class DisconnectJob : public NbdJob {
   uint32_t index_;
 };
 
-bool GetIndex(napi_env env, napi_value value, uint32_t* out) {
-  int64_t index;
-  if (!GetInt64(env, value, "index", &index)) return false;
-  if (index > 0xffffffffLL) {
-    ThrowType(env, "index is out of range");
-    return false;
-  }
-  *out = static_cast<uint32_t>(index);
-  return true;
+// NBD_ATTR_INDEX is a u32: false (with a TypeError thrown) for an index it cannot carry.
+bool IndexInRange(napi_env env, int64_t index) {
+  if (index <= 0xffffffffLL) return true;
+  ThrowType(env, "index is out of range");
+  return false;
 }
 
 // nbdNetlinkAvailable() -> Promise<boolean>
@@ -170,11 +162,8 @@ napi_value Connect(napi_env env, napi_callback_info info) {
   ConnectOptions o;
   if (!GetNbdGeometry(env, argv[0], "nbdConnect", &o.disk) ||
       !GetOptionalInt64(env, argv[0], "index", &o.index, &o.has_index) ||
-      !GetOptionalString(env, argv[0], "backend", &o.backend, &o.has_backend)) {
-    return nullptr;
-  }
-  if (o.has_index && o.index > 0xffffffffLL) {
-    ThrowType(env, "index is out of range");
+      !GetOptionalString(env, argv[0], "backend", &o.backend, &o.has_backend) ||
+      (o.has_index && !IndexInRange(env, o.index))) {
     return nullptr;
   }
   return Queue(env, std::make_unique<ConnectJob>(std::move(o)), "cowdisk.nbdConnect");
@@ -183,9 +172,9 @@ napi_value Connect(napi_env env, napi_callback_info info) {
 // nbdDisconnect(index) -> Promise<void>
 napi_value Disconnect(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  uint32_t index;
-  if (!Args(env, info, 1, argv) || !GetIndex(env, argv[0], &index)) return nullptr;
-  return Queue(env, std::make_unique<DisconnectJob>(index), "cowdisk.nbdDisconnect");
+  int64_t index;
+  if (!Args(env, info, 1, argv) || !GetInt64(env, argv[0], "index", &index) || !IndexInRange(env, index)) return nullptr;
+  return Queue(env, std::make_unique<DisconnectJob>(static_cast<uint32_t>(index)), "cowdisk.nbdDisconnect");
 }
 
 }  // namespace
