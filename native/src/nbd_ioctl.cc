@@ -14,7 +14,6 @@
 #include <cerrno>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "addon.h"
@@ -53,17 +52,25 @@ void CallOnEnd(napi_env env, napi_value on_end, void*, void* data) {
   napi_call_function(env, global, on_end, 1, &argument, nullptr);
 }
 
-void RunDevice(int fd, napi_threadsafe_function on_end) {
+// What the device thread owns: the configured device's fd and the onEnd it calls.
+struct RunningDevice {
+  int fd;
+  napi_threadsafe_function on_end;
+};
+
+void* RunDevice(void* arg) {
+  std::unique_ptr<RunningDevice> device(static_cast<RunningDevice*>(arg));
   // A signal landing on this thread would interrupt NBD_DO_IT, and the kernel answers that by
   // tearing the device down under a mounted file system. Signals are for the event loop.
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
-  int err = Ioctl(fd, NBD_DO_IT, 0);
-  Ioctl(fd, NBD_CLEAR_SOCK, 0);
-  close(fd);
-  napi_call_threadsafe_function(on_end, reinterpret_cast<void*>(static_cast<intptr_t>(err)), napi_tsfn_blocking);
-  napi_release_threadsafe_function(on_end, napi_tsfn_release);
+  int err = Ioctl(device->fd, NBD_DO_IT, 0);
+  Ioctl(device->fd, NBD_CLEAR_SOCK, 0);
+  close(device->fd);
+  napi_call_threadsafe_function(device->on_end, reinterpret_cast<void*>(static_cast<intptr_t>(err)), napi_tsfn_blocking);
+  napi_release_threadsafe_function(device->on_end, napi_tsfn_release);
+  return nullptr;
 }
 
 class ConnectJob : public Job {
@@ -81,14 +88,12 @@ class ConnectJob : public Job {
     int fd = open(options_.device.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return errno;
     int err = Configure(fd);
+    if (!err) err = Start(fd);
     if (err) {
       Ioctl(fd, NBD_CLEAR_SOCK, 0);
       close(fd);
-      return err;
     }
-    std::thread(RunDevice, fd, on_end_).detach();
-    on_end_ = nullptr;
-    return 0;
+    return err;
   }
 
   napi_value Resolve(napi_env env) override { return Undefined(env); }
@@ -109,6 +114,23 @@ class ConnectJob : public Job {
     for (int sock : disk.sockets) {
       if ((err = Ioctl(fd, NBD_SET_SOCK, sock))) return err;
     }
+    return 0;
+  }
+
+  // Hands the fd and onEnd to a detached device thread. pthread_create rather than std::thread:
+  // this addon is built without exceptions, so std::thread's failure (EAGAIN at the thread
+  // limit) would abort the process, where this returns the errno and Run() cleans up.
+  int Start(int fd) {
+    syscall = "pthread_create";
+    auto* device = new RunningDevice{fd, on_end_};
+    pthread_t thread;
+    int err = pthread_create(&thread, nullptr, RunDevice, device);
+    if (err) {
+      delete device;
+      return err;
+    }
+    pthread_detach(thread);
+    on_end_ = nullptr;
     return 0;
   }
 
