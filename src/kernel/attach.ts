@@ -134,9 +134,12 @@ export async function attach(options: AttachOptions): Promise<Attachment> {
     // This thread now serves a block device: its allocations must not wait for writeback to that
     // device, or memory pressure deadlocks the two (best effort: needs Linux 5.6 and CAP_SYS_RESOURCE).
     debug('PR_SET_IO_FLUSHER: %s', binding.setIoFlusher() ? 'set' : 'not available');
-    for (let i = 0; i < connections; i++) pairs.push(binding.socketpair());
-    for (const [, ours] of pairs) {
-      const socket = new net.Socket({ fd: ours, readable: true, writable: true });
+    // Each pair's own end goes into a socket at once, so a socketpair() that fails (EMFILE) leaves
+    // nothing the catch below does not close.
+    for (let i = 0; i < connections; i++) {
+      const pair = binding.socketpair();
+      pairs.push(pair);
+      const socket = new net.Socket({ fd: pair[1], readable: true, writable: true });
       sockets.push(socket);
       served.push(server.serveTransmission(socket, exp.name, { structuredReplies: false }));
     }
