@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import type { HistogramBucket, LatencySummary } from '../bench/latency.js';
 import { BenchInterrupted, MAX_QUEUE_DEPTH, runBench, type BenchResult } from '../bench/runner.js';
 import { DEFAULT_COUNT, WARMUP_REQUESTS } from '../bench/workload.js';
-import { formatTable, printJson, printLines } from './output.js';
+import { count, formatTable, printJson, printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 
 const INTERRUPTED_EXIT = 130;
@@ -101,7 +101,7 @@ function render(r: BenchResult): string[] {
     `cowdisk bench ${r.image} (${r.imageKind}, ${formatSize(c.virtualSize)})`,
     `  measured   ${r.path}`,
     `  clone      ${c.basis}`,
-    `  geometry   ${formatSize(c.blockSize)} blocks, ${c.subBlocks} sub-block${c.subBlocks === 1 ? '' : 's'} of ${formatSize(c.subBlockSize)}, chain depth ${c.chainDepth} (${c.chainDepth === 1 ? 'the clone alone' : `the clone and ${c.chainDepth - 1} below`})`,
+    `  geometry   ${formatSize(c.blockSize)} blocks, ${count(c.subBlocks, 'sub-block')} of ${formatSize(c.subBlockSize)}, chain depth ${c.chainDepth} (${c.chainDepth === 1 ? 'the clone alone' : `the clone and ${c.chainDepth - 1} below`})`,
     `  copy-up    ${copyUp(r)}`,
     `  writes     ${w.count} of ${formatSize(w.ioSize)} per pass at queue depth ${w.queueDepth}, ${formatSize(w.offsetInBlock)} into every ${strideText(r)}`,
     `  warm-up    ${w.warmupRequests} requests, unmeasured: ${w.warmupBlocks > 0 ? `first writes and rewrites of ${w.warmupBlocks} other blocks` : 'reads (the disk has no block to spare)'}`,

@@ -22,6 +22,7 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import { openImage, type Image } from '../image/open.js';
 import { NbdServer, type ListenOptions } from '../nbd/index.js';
 import { DEFAULT_POLL_US } from '../nbd/poller.js';
+import { count } from './output.js';
 import { parseCount } from './size.js';
 
 interface ServeCliOptions {
@@ -130,7 +131,7 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
       name: exportArgs[i].name,
       device,
       readOnly,
-      description: `${device.kind} ${device.path} (${device.chain.length} layer${device.chain.length === 1 ? '' : 's'})`,
+      description: `${device.kind} ${device.path} (${count(device.chain.length, 'layer')})`,
     })),
     maxConnections,
     pollMicros,
