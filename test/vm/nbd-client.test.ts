@@ -7,57 +7,43 @@
  * checks the filesystem and the files with e2fsck and debugfs: every byte made the trip
  * kernel -> cowdisk -> overlay file, and survived closing and reopening the overlay.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
-import { findTool, REPO_ROOT, runInVm } from './vm.js';
+import { cowdisk } from '../helpers/cli.js';
+import { startServe, type ServeProcess } from '../helpers/nbd-cli.js';
+import { findTool, runInVm } from './vm.js';
 
 const IMAGE_BYTES = 64 * 1024 * 1024;
 const GREETING = `written by the guest kernel through /dev/nbd0 at ${new Date().toISOString()}\n`;
-
-const CLI = join(REPO_ROOT, 'bin', 'cowdisk');
 
 interface Server {
   port: number;
   /** SIGTERM, then the exit code: 0 means every image was flushed and closed cleanly. */
   stop(): Promise<number | null>;
 }
-const running = new Set<ChildProcess>();
+const running = new Set<ServeProcess>();
 
-/** `cowdisk serve IMAGE --port 0` on 127.0.0.1; resolves with the port from the URI it prints. */
+/** `cowdisk serve IMAGE --port 0` on 127.0.0.1, with the port from the URI it prints. */
 async function serve(image: string): Promise<Server> {
-  const child = spawn(process.execPath, [CLI, 'serve', image, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
-  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-      const uri = /^nbd:\/\/127\.0\.0\.1:(\d+)\//m.exec(stdout);
-      if (uri) resolve(Number(uri[1]));
-    });
-    void exited.then((code) =>
-      reject(new Error(`cowdisk serve exited (${code}) before printing its URI (is dist/ built? npm run build)\n${stdout}${stderr}`)),
-    );
-  });
+  const server = await startServe([image, '--port', '0']);
+  running.add(server);
+  const uri = /^nbd:\/\/127\.0\.0\.1:(\d+)\//.exec(server.uris[0]);
+  if (!uri) throw new Error(`cowdisk serve --port 0 printed ${server.uris[0]}, not an nbd:// URI on 127.0.0.1`);
   return {
-    port,
-    async stop() {
-      child.kill('SIGTERM');
-      const code = await exited;
-      running.delete(child);
-      return code;
+    port: Number(uri[1]),
+    stop() {
+      running.delete(server);
+      return server.stop();
     },
   };
 }
 
 afterEach(() => {
-  for (const child of running) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const server of running) if (server.child.exitCode === null) server.child.kill('SIGKILL');
   running.clear();
 });
 
@@ -73,7 +59,8 @@ test('the kernel nbd client in a VM makes ext4 on the export and its files land 
   const runDir = mkdtempSync(join(tmpdir(), 'cowdisk-nbd-client-'));
   try {
     const image = join(runDir, 'disk.cow');
-    execFileSync(process.execPath, [CLI, 'create', image, '--size', String(IMAGE_BYTES)], { stdio: 'pipe' });
+    const created = await cowdisk(['create', image, '--size', String(IMAGE_BYTES)]);
+    expect(created.code, created.stderr).toBe(0);
     const payload = randomBytes(3 * 1024 * 1024 + 123);
     writeFileSync(join(runDir, 'payload.bin'), payload);
 
