@@ -9,7 +9,8 @@
  *   file, so `seekData` over the map region jumps from one written page to the next;
  * - a snapshot layer: its block directory says which table pages exist, the pages say which
  *   blocks are there (zero blocks included: they hide what lies below);
- * - a raw base: the blocks where the file has data (again by `seekData`; holes read as zeros).
+ * - a raw base: the blocks where the file has data (`RawFile.allocation`, one SEEK_DATA and one
+ *   SEEK_HOLE per extent; holes read as zeros).
  *
  * Two chains that share their lower layers (an overlay and the snapshot made from its sibling, an
  * image and a layer beneath it) can only differ where a layer above the shared part holds a block.
@@ -93,14 +94,9 @@ async function addHeldBlocks(layer: Layer, into: BlockSet): Promise<void> {
     }
   } else {
     const bs = into.blockSize;
-    const end = Math.min(layer.file.size, into.blocks * bs);
-    let pos = 0;
-    while (pos < end) {
-      const data = await nextData(layer.file.file, pos);
-      if (data < 0 || data >= end) break;
-      const block = Math.floor(data / bs);
-      into.add(block);
-      pos = (block + 1) * bs;
+    for (const run of await layer.file.allocation(0, into.blocks * bs)) {
+      if (!run.data) continue;
+      for (let block = Math.floor(run.start / bs); block * bs < run.end; block++) into.add(block);
     }
   }
 }
