@@ -1,8 +1,9 @@
 /**
  * The JavaScript face of cowdisk's N-API addon (native/). Nothing else in cowdisk touches the
  * binding: callers ask `native()` and get either the typed binding or null when the addon was not
- * built (no compiler at install time, say). Everything but `attach` works without it; the features
- * that need it say why they are unavailable through `nativeUnavailableReason()`.
+ * built (no compiler at install time, say). `attach` and `detach` need it and say why it is missing
+ * through `nativeUnavailableReason()`; everything else runs without it, with less: images are not
+ * locked, holes are not punched, and a raw base's holes are reported as data.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
