@@ -28,10 +28,11 @@ import { parseCount } from './size.js';
 interface ServeCliOptions {
   socket?: string;
   port?: string;
-  bind?: string;
+  /** bind and pollUs are always set: their options have defaults. */
+  bind: string;
   readOnly?: boolean;
   maxConnections?: string;
-  pollUs?: string;
+  pollUs: string;
 }
 
 interface ExportArg {
@@ -75,7 +76,7 @@ Examples:
       const exportArgs = parseExports([image, ...more]);
       const listen = parseListen(options, exportArgs[0].name);
       const maxConnections = options.maxConnections === undefined ? undefined : parseCount(options.maxConnections, '--max-connections', 1);
-      const pollMicros = parseCount(options.pollUs ?? String(DEFAULT_POLL_US), '--poll-us', 0);
+      const pollMicros = parseCount(options.pollUs, '--poll-us', 0);
       await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros });
     });
 }
@@ -101,9 +102,9 @@ function parseListen(options: ServeCliOptions, firstName: string): ListenOptions
     if (options.socket !== undefined) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, 'Use either --socket or --port, not both.');
     const port = parseCount(options.port, '--port', 0);
     if (port > 65535) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--port must be at most 65535, not ${port}.`);
-    return { port, host: options.bind ?? '127.0.0.1' };
+    return { port, host: options.bind };
   }
-  if (options.bind !== undefined && options.bind !== '127.0.0.1') {
+  if (options.bind !== '127.0.0.1') {
     throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--bind goes with --port; a Unix socket has no address.');
   }
   if (options.socket !== undefined) return { socket: path.resolve(options.socket) };
