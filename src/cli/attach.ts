@@ -74,7 +74,7 @@ Examples:
       if (options.list) return printDevices({});
       if (!image) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, 'attach needs an IMAGE (or --list).');
       const request = parseRequest(image, device, options);
-      if (options.daemon && !options.daemonChild) return startDaemon(request);
+      if (options.daemon && !options.daemonChild) return startDaemon();
       if (options.daemonChild) return runDaemonChild(request);
       const attachment = await attachImage(request);
       process.stdout.write(`${attachment.line}\n`);
@@ -84,7 +84,6 @@ Examples:
 
 interface AttachRequest {
   image: string;
-  device: string | undefined;
   index: number | undefined;
   readOnly: boolean;
   connections: number;
@@ -97,7 +96,6 @@ interface AttachRequest {
 function parseRequest(image: string, device: string | undefined, options: AttachCliOptions): AttachRequest {
   return {
     image: path.resolve(image),
-    device,
     index: device === undefined ? undefined : parseDevice(device),
     readOnly: options.readOnly ?? false,
     connections: parseCount(options.connections, '--connections', 1),
@@ -164,18 +162,14 @@ async function writePidFile(file: string): Promise<void> {
   await rename(tmp, file);
 }
 
-/** The parent side of --daemon: start the child, relay its report, exit. */
-async function startDaemon(request: AttachRequest): Promise<void> {
-  const args = [process.argv[1], 'attach', request.image];
-  if (request.device !== undefined) args.push(request.device);
-  if (request.readOnly) args.push('--read-only');
-  args.push('--connections', String(request.connections));
-  if (request.timeout !== undefined) args.push('--timeout', String(request.timeout));
-  args.push('--poll-us', String(request.pollMicros));
-  if (request.ioctl) args.push('--ioctl');
-  if (request.pidFile) args.push('--pid-file', request.pidFile);
-  args.push('--daemon-child');
-  const child = spawn(process.execPath, [...process.execArgv, ...args], {
+/**
+ * The parent side of --daemon: start the child, relay its report, exit. The child runs this same
+ * command line (in the same directory) with --daemon-child right after `attach`, where a later
+ * `--` cannot make it an operand, so every option reaches it without being passed on by hand.
+ */
+async function startDaemon(): Promise<void> {
+  const [script, command, ...rest] = process.argv.slice(1);
+  const child = spawn(process.execPath, [...process.execArgv, script, command, '--daemon-child', ...rest], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
   });
