@@ -21,7 +21,7 @@ import { type Image, openImage } from '../open.js';
 import { OverlayDevice } from '../overlay-device.js';
 import { SealedChain } from '../sealed-chain.js';
 import type { BlockSet } from './block-set.js';
-import { type Progress, forEachChunk } from './chunks.js';
+import { type Progress, forEachChunkOfBoth } from './chunks.js';
 import { blocksWhereChainsMayDiffer, heldBlocks, layersOf } from './layers.js';
 
 /** Granularity of the comparison: the page size every client writes in. */
@@ -115,9 +115,7 @@ export async function openDiff(imageFile: string, options: DiffOptions = {}): Pr
 
 /** Compares the two sides over their candidate blocks. */
 export async function diffRanges(sides: DiffSides, onProgress?: Progress): Promise<DiffResult> {
-  const { image, base } = sides;
-  const bs = image.blockSize;
-  const theirs = Buffer.alloc(4 * 1024 * 1024 + bs);
+  const { image } = sides;
   const ranges: DiffRange[] = [];
   let compared = 0;
   const push = (offset: number, length: number, state: DiffState) => {
@@ -125,21 +123,18 @@ export async function diffRanges(sides: DiffSides, onProgress?: Progress): Promi
     if (last && last.state === state && last.offset + last.length === offset) last.length += length;
     else ranges.push({ offset, length, state });
   };
-  await forEachChunk(
+  await forEachChunkOfBoth(
     image,
+    sides.base,
     sides.candidates,
-    async (first, data) => {
-      const from = first * bs;
-      const inside = Math.max(0, Math.min(data.length, image.size - from));
-      const view = theirs.subarray(0, inside);
-      if (base) await base.read(view, from);
-      else view.fill(0);
+    async (first, data, theirs, inside) => {
+      const from = first * image.blockSize;
       compared += inside;
       let extents: Extent[] | undefined;
       let e = 0;
       for (let at = 0; at < inside; at += DIFF_UNIT) {
         const end = Math.min(inside, at + DIFF_UNIT);
-        if (data.subarray(at, end).equals(view.subarray(at, end))) continue;
+        if (data.subarray(at, end).equals(theirs.subarray(at, end))) continue;
         extents ??= await image.extents(from, inside);
         while (extents[e].offset + extents[e].length <= from + at) e++;
         push(from + at, end - at, extents[e].kind === 'data' ? 'written' : 'zeroed');

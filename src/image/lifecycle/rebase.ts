@@ -23,7 +23,7 @@ import { OverlayFile } from '../../format/overlay.js';
 import type { FileSystem } from '../../io/file.js';
 import { realFileSystem } from '../../io/real-file.js';
 import { type Image, detectKind, openImage } from '../open.js';
-import { forEachChunk } from './chunks.js';
+import { forEachChunkOfBoth } from './chunks.js';
 import { type SealedLayerRef, blocksWhereChainsMayDiffer, layersOf, referenceTo } from './layers.js';
 import { openOverlayForWriting } from './open-overlay.js';
 import type { LifecycleOptions } from './seal.js';
@@ -61,18 +61,14 @@ async function rebaseSafe(fs: FileSystem, overlayFile: string, newParentFile: st
       const { set, whole } = await blocksWhereChainsMayDiffer(oldLayers, newLayers, overlay.blocks, image.blockSize);
       const bs = image.blockSize;
       const sbs = overlay.subBlockSize;
-      const theirs = Buffer.alloc(4 * 1024 * 1024 + bs);
       let copied = 0;
       let compared = 0;
-      await forEachChunk(
+      await forEachChunkOfBoth(
         image,
+        next,
         set,
-        async (first, data) => {
-          const view = theirs.subarray(0, data.length);
+        async (first, data, theirs, inside) => {
           const from = first * bs;
-          const inside = Math.max(0, Math.min(view.length, image.size - from));
-          await next.read(view.subarray(0, inside), from);
-          view.fill(0, inside);
           compared += inside;
           // Runs of differing absent sub-blocks, written as the overlay reads them now.
           let runStart = -1;
@@ -92,7 +88,7 @@ async function rebaseSafe(fs: FileSystem, overlayFile: string, newParentFile: st
             const held = (page.present(slot) | page.zero(slot)) >>> 0;
             for (let sub = 0; sub < overlay.header.subBlocks; sub++) {
               const at = i * bs + sub * sbs;
-              const differs = (held & (1 << sub)) === 0 && !data.subarray(at, at + sbs).equals(view.subarray(at, at + sbs));
+              const differs = (held & (1 << sub)) === 0 && !data.subarray(at, at + sbs).equals(theirs.subarray(at, at + sbs));
               if (differs && runStart === -1) runStart = at;
               else if (!differs) await flushRun(at);
             }
