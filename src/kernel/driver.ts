@@ -50,7 +50,7 @@ export function requireNative(): NativeBinding {
   if (!binding) {
     throw new CowdiskError(
       ErrorCode.NO_NATIVE,
-      `attaching to the kernel needs cowdisk's native addon, and ${nativeUnavailableReason()}. ` +
+      `attaching to (and detaching from) the kernel's nbd driver needs cowdisk's native addon, and ${nativeUnavailableReason()}. ` +
         'It needs g++, make and python3 to build (`npm run build:native`); every other command works without it.',
     );
   }
