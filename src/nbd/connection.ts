@@ -115,8 +115,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
       if (t.inflight === 0) this.resolveDone();
       return;
     }
-    if (t.inflight === 0 && !this.pumping) this.writer.flush();
-    else this.writer.schedule();
+    this.sendReplies();
     this.owner.poller?.answered();
     if (this.ending) {
       if (t.inflight === 0) this.finish();
@@ -175,10 +174,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
       return;
     } finally {
       this.pumping = false;
-      if (this.writer.pending && !this.closed) {
-        if (!this.transmission || this.transmission.inflight === 0) this.writer.flush();
-        else this.writer.schedule();
-      }
+      if (this.writer.pending && !this.closed) this.sendReplies();
     }
     const wantPause = this.transmission ? !this.mayStart() : this.socket.writableLength > HANDSHAKE_BUFFERED;
     if (wantPause !== this.paused) {
@@ -188,12 +184,26 @@ export class Connection implements HandshakeHost, TransmissionHost {
     }
   }
 
+  /** Requests handed to the device and not yet answered (none before transmission). */
+  private get inflight(): number {
+    return this.transmission?.inflight ?? 0;
+  }
+
+  /**
+   * Hands the queued replies to the socket: at once when nothing else is in flight (queue depth 1
+   * pays no delay), else once this turn's other completions have queued theirs (reply-writer.ts).
+   */
+  private sendReplies(): void {
+    if (this.pumping || this.inflight > 0) this.writer.schedule();
+    else this.writer.flush();
+  }
+
   /** Stops parsing input; closes once what is in flight is answered. */
   private stopReading(): void {
     this.ending = true;
     this.rx.clear();
     this.socket.pause();
-    if (!this.transmission || this.transmission.inflight === 0) this.finish();
+    if (this.inflight === 0) this.finish();
   }
 
   private inputEnded(): void {
@@ -228,6 +238,6 @@ export class Connection implements HandshakeHost, TransmissionHost {
     this.rx.clear();
     this.writer.discard();
     // With requests still running on the device, `settled` resolves `done` after the last one.
-    if (!this.transmission || this.transmission.inflight === 0) this.resolveDone();
+    if (this.inflight === 0) this.resolveDone();
   }
 }
