@@ -53,12 +53,10 @@ export async function diffFiles(sides: DiffSides, ranges: readonly DiffRange[]):
     );
   }
   // With no file system below (an empty parent, or one made in this overlay), every file is new.
-  const oldDisk = sides.base && (await readExt4Geometry(sides.base)) ? sides.base : null;
-  if (oldDisk) {
-    const oldGeometry = (await readExt4Geometry(oldDisk)) as Ext4Geometry;
-    if (!sameGeometry(geometry, oldGeometry)) {
-      throw new CowdiskError(ErrorCode.UNSUPPORTED, `the file system on ${sides.image.path} was resized or made anew since ${sides.basePath}; ${PURPOSE} compares files only within one file system.`);
-    }
+  const oldGeometry = sides.base && (await readExt4Geometry(sides.base));
+  const oldDisk = oldGeometry ? sides.base : null;
+  if (oldGeometry && !sameGeometry(geometry, oldGeometry)) {
+    throw new CowdiskError(ErrorCode.UNSUPPORTED, `the file system on ${sides.image.path} was resized or made anew since ${sides.basePath}; ${PURPOSE} compares files only within one file system.`);
   }
   const { inodes, dataRuns } = await changedInodes(sides.image, oldDisk, geometry, ranges);
   const samples = sample(dataRuns.map((run) => run[0]), MAX_DATA_SAMPLES);
