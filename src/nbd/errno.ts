@@ -20,7 +20,7 @@ export function nbdErrno(err: unknown, cmd: number, flags: number): number {
       case ErrorCode.READ_ONLY:
         return NbdErrno.EPERM;
       case ErrorCode.OUT_OF_RANGE:
-        return cmd === Cmd.WRITE || cmd === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL;
+        return pastEndErrno(cmd);
       case ErrorCode.INVALID_ARGUMENT:
         return NbdErrno.EINVAL;
       case ErrorCode.UNSUPPORTED:
@@ -35,6 +35,11 @@ export function nbdErrno(err: unknown, cmd: number, flags: number): number {
     }
   }
   return osErrno(err, flags);
+}
+
+/** A request reaching past the end of the export: ENOSPC for WRITE and WRITE_ZEROES, EINVAL for the rest. */
+export function pastEndErrno(cmd: number): number {
+  return cmd === Cmd.WRITE || cmd === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL;
 }
 
 function osErrno(err: unknown, flags: number): number {

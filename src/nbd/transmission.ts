@@ -21,7 +21,7 @@
  */
 import type { BlockDevice, Extent, WriteOptions, ZeroOptions } from '../image/device.js';
 import { Cmd, CmdFlag, Limit, Magic, NbdErrno, Size, commandName } from './constants.js';
-import { errorMessage, nbdErrno } from './errno.js';
+import { errorMessage, nbdErrno, pastEndErrno } from './errno.js';
 import { blockSizes, isReadOnly } from './exports.js';
 import type { ReceiveBuffer } from './framing.js';
 import type { Session } from './handshake.js';
@@ -180,7 +180,7 @@ export class Transmission {
     }
     if (offset + length > this.size) {
       this.why = `range ${offset}+${length} is past the end of the export (${this.size} bytes)`;
-      return cmd === Cmd.WRITE || cmd === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL;
+      return pastEndErrno(cmd);
     }
     return 0;
   }
