@@ -35,7 +35,7 @@ Sealed snapshots and raw bases are never modified: restore a damaged one from a 
 
 Examples:
   $ cowdisk check base.snap
-  error: /vms/base.snap: block 1234: block 1234 (disk bytes 80871424..80936959) does not match its SHA-256 digest [COWDISK_E_CORRUPT]
+  error: /vms/base.snap: block 1234 (disk bytes 80871424..80936959) does not match its SHA-256 digest [COWDISK_E_CORRUPT]
   /vms/base.snap: 1 error, 0 warnings.
   $ cowdisk check --repair vm1.cow`,
     )
@@ -66,6 +66,8 @@ function render(image: string, report: CheckReport): string[] {
 function describe(p: Problem): string {
   // Errors raised by the format readers name the file already; say it once.
   const message = p.message.startsWith(`${p.path}: `) ? p.message.slice(p.path.length + 2) : p.message;
-  const block = p.block === undefined ? '' : ` block ${p.block}:`;
+  // Say the block once too: only when the message does not start by naming it.
+  const named = p.block === undefined || message.startsWith(`block ${p.block} `);
+  const block = named ? '' : ` block ${p.block}:`;
   return `${p.severity}: ${p.path}:${block} ${message} [${p.code}]`;
 }

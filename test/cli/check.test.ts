@@ -45,7 +45,7 @@ describe('cowdisk check', () => {
     const bad = await damagedCopy('bad.snap', 2);
     const result = await cowdisk(['check', bad]);
     expect(result.code).toBe(3);
-    expect(result.stdout).toContain(`error: ${bad}: block 2: block 2 (disk bytes ${2 * B}..${3 * B - 1}) does not match its SHA-256 digest [${ErrorCode.CORRUPT}]`);
+    expect(result.stdout).toContain(`error: ${bad}: block 2 (disk bytes ${2 * B}..${3 * B - 1}) does not match its SHA-256 digest [${ErrorCode.CORRUPT}]`);
     expect(result.stdout).toMatch(/1 error, 0 warnings\.\n$/);
   });
 
