@@ -94,6 +94,34 @@ describe('diff', () => {
     expect(covered(vsOther.ranges)).toEqual(differingUnits(model.bytes, other));
   });
 
+  it('against a clone of the same raw base in another block size, sees what either side wrote', async () => {
+    const fs = new MemoryFileSystem();
+    const base = pattern(21, 64 * 64 * KiB);
+    await putFile(fs, '/r/base.raw', base);
+    await cloneImage('/r/base.raw', '/r/big.cow', { fs, blockSize: 64 * KiB });
+    await cloneImage('/r/base.raw', '/r/small.cow', { fs, blockSize: 4 * KiB });
+    const small = await openImage('/r/small.cow', { fs });
+    await small.write(Buffer.alloc(4 * KiB, 0xcd), 100 * 4 * KiB); // 4 KiB block 100: inside 64 KiB block 6
+    await small.close();
+    const big = await openImage('/r/big.cow', { fs });
+    await big.write(Buffer.alloc(4 * KiB, 0xef), 3 * 64 * KiB); // 64 KiB block 3: 4 KiB block 48
+    await big.close();
+
+    const expected = differingUnits(await readDisk(fs, '/r/big.cow'), await readDisk(fs, '/r/small.cow'));
+    expect(expected).toEqual([
+      [3 * 64 * KiB, 3 * 64 * KiB + 4 * KiB],
+      [100 * 4 * KiB, 101 * 4 * KiB],
+    ]);
+    for (const [image, against] of [
+      ['/r/big.cow', '/r/small.cow'],
+      ['/r/small.cow', '/r/big.cow'],
+    ]) {
+      const result = await diffImage(image, { fs, against });
+      expect(result.comparedWholeDisk).toBe(false);
+      expect(covered(result.ranges)).toEqual(expected);
+    }
+  });
+
   it('of a sealed layer shows what it changed over its own parent', async () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/c', { depth: 2, base: 'snapshot', size: 16 * 4 * KiB, blockSize: 4 * KiB, seed: 3 });

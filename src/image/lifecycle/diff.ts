@@ -91,7 +91,7 @@ export async function openDiff(imageFile: string, options: DiffOptions = {}): Pr
           { path: other.path },
         );
       }
-      const { set, whole } = await blocksWhereChainsMayDiffer(layers, layersOf(other), blocks, image.blockSize);
+      const { set, whole } = await blocksWhereChainsMayDiffer(layers, layersOf(other), image.size, image.blockSize, other.blockSize);
       return {
         image,
         base: other,

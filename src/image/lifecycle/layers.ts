@@ -129,12 +129,29 @@ export function commonBase(a: readonly Layer[], b: readonly Layer[]): { a: numbe
 }
 
 /**
- * The blocks in which chains `a` and `b` (same geometry) may read differently: those held above
- * their common base, or every block when they share nothing. `whole` says which case it was.
+ * The blocks (of `a`'s block size) in which chains `a` and `b`, disks of `size` bytes, may read
+ * differently: those held above their common base, or every block when they share nothing.
+ * `whole` says which case it was.
+ *
+ * The two block sizes differ when the chains share only a raw base (which has none of its own:
+ * each clone of it chose one), so `b`'s layers are read in `b`'s blocks and each run of them
+ * marks every block of `a` it overlaps.
  */
-export async function blocksWhereChainsMayDiffer(a: readonly Layer[], b: readonly Layer[], blocks: number, blockSize: number): Promise<{ set: BlockSet; whole: boolean }> {
+export async function blocksWhereChainsMayDiffer(
+  a: readonly Layer[],
+  b: readonly Layer[],
+  size: number,
+  aBlockSize: number,
+  bBlockSize: number,
+): Promise<{ set: BlockSet; whole: boolean }> {
+  const blocks = Math.ceil(size / aBlockSize);
   const base = commonBase(a, b);
-  if (!base) return { set: BlockSet.all(blocks, blockSize), whole: true };
-  const set = await heldBlocks([...a.slice(0, base.a), ...b.slice(0, base.b)], blocks, blockSize);
+  if (!base) return { set: BlockSet.all(blocks, aBlockSize), whole: true };
+  const set = await heldBlocks(a.slice(0, base.a), blocks, aBlockSize);
+  const theirs = await heldBlocks(b.slice(0, base.b), Math.ceil(size / bBlockSize), bBlockSize);
+  for (const [first, end] of theirs.runs()) {
+    const last = Math.min(blocks, Math.ceil((end * bBlockSize) / aBlockSize));
+    for (let block = Math.floor((first * bBlockSize) / aBlockSize); block < last; block++) set.add(block);
+  }
   return { set, whole: false };
 }

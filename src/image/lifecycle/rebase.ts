@@ -58,7 +58,7 @@ async function rebaseSafe(fs: FileSystem, overlayFile: string, newParentFile: st
       const overlay = image.overlay;
       const oldLayers = layersOf(image).slice(1);
       const newLayers = layersOf(next) as SealedLayerRef[];
-      const { set, whole } = await blocksWhereChainsMayDiffer(oldLayers, newLayers, overlay.blocks, image.blockSize);
+      const { set, whole } = await blocksWhereChainsMayDiffer(oldLayers, newLayers, image.size, image.blockSize, next.blockSize);
       const bs = image.blockSize;
       const sbs = overlay.subBlockSize;
       let copied = 0;
