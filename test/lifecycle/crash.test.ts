@@ -3,6 +3,9 @@
  * the k-th on (the machine is off), then drops whatever was not made durable (all of it, or a
  * random subset in any order). What is left must open, read exactly the disk as it was (no verb
  * changes what the overlay reads), be the old chain or the new one, and pass `check`.
+ *
+ * An error at one operation while the machine stays up (EIO, a full disk) is the other way a verb
+ * stops part-way: it must then remove the temporary files it made, which nothing else would.
  */
 import { describe, expect, it } from 'vitest';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
@@ -121,6 +124,34 @@ describe('a crash in the middle of a verb leaves the old chain or the new one, r
       }
       expect(sawOld).toBe(true);
       if (newChain.join() !== oldChain.join()) expect(sawNew).toBe(true);
+    });
+  }
+});
+
+/** The temporary names the lifecycle verbs give files before renaming them into place. */
+const VERB_TEMPORARY = /\.(next|flatten)-\d+$/;
+
+describe('a verb failing at any one operation (an I/O error, a full disk) leaves none of its temporary files', () => {
+  for (const verb of verbs) {
+    it(verb.name, async () => {
+      const clean = await runWithCut(verb, Infinity, 'none', 0);
+      const before = (await fixture()).fs.list('/');
+      for (let k = 0; k < clean.operations; k++) {
+        const f = await fixture();
+        const start = f.fs.operations;
+        f.fs.inject = () => (f.fs.operations - start - 1 === k ? new Error('injected I/O error') : undefined);
+        const failed = await verb.run(f).then(
+          () => false,
+          (err: Error) => {
+            if (!err.message.includes('injected I/O error')) throw err;
+            return true;
+          },
+        );
+        f.fs.inject = undefined;
+        const where = `an error at operation ${k} of ${clean.operations}`;
+        if (failed) expect(f.fs.list('/').filter((file) => !before.includes(file) && VERB_TEMPORARY.test(file)), where).toEqual([]);
+        expectSameDisk(await readDisk(f.fs, f.overlay), f.disk);
+      }
     });
   }
 });

@@ -85,32 +85,37 @@ async function openForCopy(fs: FileSystem, file: string, rawBlockSize?: number):
 async function copyToOverlay(fs: FileSystem, image: Image, set: Parameters<typeof forEachChunk>[1], out: string, subBlocks: number, options: LifecycleOptions): Promise<number> {
   const tmp = `${out}.flatten-${process.pid}`;
   if (await fs.exists(tmp)) await fs.unlink(tmp);
-  await OverlayFile.create(fs, tmp, { size: image.size, blockSize: image.blockSize, subBlocks, parent: { kind: 'none' } });
-  const target = await openImage(tmp, { fs });
   let blocks = 0;
   try {
-    const bs = image.blockSize;
-    await forEachChunk(
-      image,
-      set,
-      async (first, data) => {
-        for (let i = 0; i * bs < data.length; i++) {
-          const at = (first + i) * bs;
-          const block = data.subarray(i * bs, i * bs + Math.min(bs, image.size - at));
-          if (isZero(block)) continue;
-          await target.write(block, at);
-          blocks++;
-        }
-      },
-      options.onProgress,
-    );
+    await OverlayFile.create(fs, tmp, { size: image.size, blockSize: image.blockSize, subBlocks, parent: { kind: 'none' } });
+    const target = await openImage(tmp, { fs });
+    try {
+      const bs = image.blockSize;
+      await forEachChunk(
+        image,
+        set,
+        async (first, data) => {
+          for (let i = 0; i * bs < data.length; i++) {
+            const at = (first + i) * bs;
+            const block = data.subarray(i * bs, i * bs + Math.min(bs, image.size - at));
+            if (isZero(block)) continue;
+            await target.write(block, at);
+            blocks++;
+          }
+        },
+        options.onProgress,
+      );
+    } catch (err) {
+      await target.close().catch(() => undefined);
+      throw err;
+    }
+    // Closing flushes what is left: it can fail too (a full disk), and must not leave the copy.
+    await target.close();
+    await fs.rename(tmp, out);
   } catch (err) {
-    await target.close().catch(() => undefined);
     await fs.unlink(tmp).catch(() => undefined);
     throw err;
   }
-  await target.close();
-  await fs.rename(tmp, out);
   await fs.syncDir(path.dirname(out));
   return blocks;
 }

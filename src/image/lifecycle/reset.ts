@@ -23,7 +23,13 @@ export async function resetOverlay(fs: FileSystem, overlay: OverlayFile, parent:
   // A leftover from a crashed run of this same process id is garbage: nothing refers to it.
   if (await fs.exists(tmp)) await fs.unlink(tmp);
   const { size, blockSize, subBlocks } = overlay.header;
-  await OverlayFile.create(fs, tmp, { size, blockSize, subBlocks, parent });
-  await fs.rename(tmp, target);
+  try {
+    await OverlayFile.create(fs, tmp, { size, blockSize, subBlocks, parent });
+    await fs.rename(tmp, target);
+  } catch (err) {
+    // A failed step (EIO, a full disk) leaves the old overlay in place; drop the half-made switch.
+    await fs.unlink(tmp).catch(() => undefined);
+    throw err;
+  }
   await fs.syncDir(path.dirname(target));
 }
