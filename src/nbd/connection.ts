@@ -8,15 +8,17 @@
  * requests without reading replies stops being read instead of growing the server. Frames are
  * checked against their limits before any byte is kept (framing.ts).
  *
- * Ending, in its four forms:
+ * Ending, in its five forms:
  * - NBD_CMD_DISC (soft disconnect): stop reading, finish what is in flight, send those replies, close.
  * - EOF from the client: the same, though nobody may be left to read the replies.
- * - A protocol violation that loses framing (bad magic, unknown client flags): close at once. What
- *   was already handed to the device still completes; its replies are dropped.
+ * - The handshake refusing the client (bad option magic, unknown client flags, option data over the
+ *   limit, NBD_OPT_ABORT): stop reading, send the replies already queued, close.
+ * - A bad request magic in transmission (framing is lost): close at once. What was already handed
+ *   to the device still completes; its replies are dropped.
  * - Server shutdown: buffered requests are answered ESHUTDOWN, in-flight ones finish, then close;
  *   a connection still negotiating is closed at once.
- * In the first, second and last forms, a client that does not read the final replies is cut off
- * after the owner's drain timeout, so it cannot hold a shutdown open.
+ * Where final replies are sent, a client that does not read them is cut off after the owner's
+ * drain timeout, so it cannot hold a shutdown open.
  * `done` resolves when the socket is closed and no request is in flight, which is what the server
  * waits for before it closes the devices.
  */
@@ -145,8 +147,9 @@ export class Connection implements HandshakeHost, TransmissionHost {
         const step = this.handshake.consume(this.rx);
         if (step.kind === 'close') {
           debug('connection %d: handshake ends: %s', this.id, step.reason);
-          this.ending = true;
-          this.finish();
+          // Paused, not just ignored: until the last replies drain, whatever the client sends
+          // would otherwise pile up unread.
+          this.stopReading();
           return;
         }
         if (step.kind === 'go') {

@@ -2,7 +2,12 @@
  * Hostile and broken clients. Each case closes (or errors) that one connection; a second client
  * connected throughout keeps being served, the disk keeps its contents, and memory stays bounded.
  */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { NbdServer } from '../../src/nbd/index.js';
 import { MemoryDevice } from '../helpers/nbd-memory-device.js';
 import { startServer, type TestServer } from '../helpers/nbd-server.js';
 import { CMD, encode, negotiate, OPT, RawClient, REP_ERR, type RawClient as Client } from '../helpers/nbd-wire.js';
@@ -95,6 +100,51 @@ describe('during the handshake', () => {
     await settle();
     expect(srv.server.connectionCount).toBe(1);
     await bystanderStillServed();
+  });
+});
+
+describe('while the server closes a refused client', () => {
+  test('it stops reading: a client that reads no replies and keeps sending cannot grow the server', async () => {
+    // The server's own side of the socket is needed to see what it holds and reads, so this test
+    // accepts the connection itself and hands it to a server with a short drain timeout.
+    const MiB = 1024 * 1024;
+    const nbd = new NbdServer({ exports: [{ name: 'disk', device: new MemoryDevice({ size: MiB }) }], drainTimeout: 1000 });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cowdisk-nbd-'));
+    const socketPath = path.join(dir, 'nbd.sock');
+    let serverSide: net.Socket | undefined;
+    const listener = net.createServer((s) => {
+      serverSide = s;
+      void nbd.handleConnection(s);
+    });
+    await new Promise<void>((resolve) => listener.listen(socketPath, resolve));
+    try {
+      const c = await RawClient.greeted(socketPath);
+      await c.write(encode.clientFlags(1));
+      c.pause();
+      // Option replies the client never reads, until a good part of them wait unsent at the server:
+      // its closing handshake then cannot finish, and the connection lives on until the drain timeout.
+      const lists = Buffer.concat(Array.from({ length: 2000 }, () => encode.option(OPT.LIST)));
+      for (let i = 0; i < 1000 && (serverSide?.writableLength ?? 0) < 256 * 1024; i++) {
+        await c.write(lists);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const side = serverSide as net.Socket;
+      expect(side.writableLength).toBeGreaterThanOrEqual(256 * 1024);
+      // Below the point where the handshake pauses reading on its own.
+      expect(side.writableLength).toBeLessThan(MiB);
+      const closed = new Promise((r) => side.once('close', r));
+      await c.write(encode.option(OPT.LIST, Buffer.alloc(0), 0xffffffff));
+      c.socket.write(Buffer.alloc(64 * MiB, 0x55));
+      await closed;
+      // Reading on would have taken in the whole 64 MiB while the connection drained.
+      expect(side.bytesRead).toBeLessThan(8 * MiB);
+      c.close();
+      await bystanderStillServed();
+    } finally {
+      await new Promise((r) => listener.close(r));
+      await nbd.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
