@@ -14,8 +14,9 @@
  *
  * Two chains that share their lower layers (an overlay and the snapshot made from its sibling, an
  * image and a layer beneath it) can only differ where a layer above the shared part holds a block.
- * `commonBase` finds that shared part; `blocksAbove` collects the blocks the layers above it hold.
- * With nothing shared, every block is a candidate, and the verb says that it is reading the disk.
+ * `commonBase` finds that shared part; `blocksWhereChainsMayDiffer` collects the blocks the layers
+ * above it hold. With nothing shared, every block is a candidate, and the verb says that it is
+ * reading the disk.
  */
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../../errors.js';

@@ -11,7 +11,7 @@ import { OverlayDevice } from '../overlay-device.js';
 
 export type OpenOverlay = Image & OverlayDevice;
 
-/** Opens `file` for writing and checks it is an overlay; `verb` and `why` go into the error. */
+/** Opens `file` for writing and checks it is an overlay; `verb` names the command in the error. */
 export async function openOverlayForWriting(fs: FileSystem, file: string, verb: string): Promise<OpenOverlay> {
   const image = await openImage(path.resolve(file), { fs });
   if (!(image instanceof OverlayDevice)) {
