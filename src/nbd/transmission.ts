@@ -49,6 +49,10 @@ export const Consumed = {
 
 /** Structured reads at least this long answer ranges that read as zeros with OFFSET_HOLE. */
 const HOLE_READ_MIN = 64 * 1024;
+/** A REQ_ONE BLOCK_STATUS first asks the device about this many blocks... */
+const REQ_ONE_FIRST_BLOCKS = 16;
+/** ...and this many times more each time the first extent runs past the window. */
+const REQ_ONE_GROWTH = 8;
 /** NBD_CMD_CACHE reads through the range in pieces of this size. */
 const CACHE_PIECE = 1024 * 1024;
 const KNOWN_FLAGS = CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.DF | CmdFlag.REQ_ONE | CmdFlag.FAST_ZERO;
@@ -276,17 +280,27 @@ export class Transmission {
     }
   }
 
-  /** BLOCK_STATUS: one chunk per selected context, the last one marked DONE. */
+  /**
+   * BLOCK_STATUS: one chunk per selected context, the last one marked DONE. With REQ_ONE only the
+   * first extent matters, so the device is asked about a window that grows until that extent ends
+   * inside it: qemu maps a disk with REQ_ONE queries that reach far beyond the one extent it wants,
+   * and asking about all of each would make mapping a disk quadratic in its size.
+   */
   private async blockStatus(flags: number, handleHi: number, handleLo: number, offset: number, length: number): Promise<void> {
-    const extents: readonly Extent[] = this.extents
-      ? await this.device.extents(offset, length)
-      : [{ offset, length, kind: 'data', layer: 0 }];
     const reqOne = (flags & CmdFlag.REQ_ONE) !== 0;
-    const last = this.contexts.length - 1;
-    this.contexts.forEach((context, i) => {
-      let pairs = descriptors(extents, context, offset, length, reqOne);
-      if (pairs.length === 0) pairs = [length, 0];
-      this.host.writer.blockStatus(handleHi, handleLo, context.id, pairs, i === last);
+    let span = reqOne && this.extents ? Math.min(length, REQ_ONE_FIRST_BLOCKS * this.device.blockSize) : length;
+    let answers: number[][];
+    for (;;) {
+      const extents: readonly Extent[] = this.extents
+        ? await this.device.extents(offset, span)
+        : [{ offset, length: span, kind: 'data', layer: 0 }];
+      answers = this.contexts.map((context) => descriptors(extents, context, offset, span, reqOne));
+      if (span === length || answers.every((pairs) => pairs.length > 0 && pairs[0] < span)) break;
+      span = Math.min(length, span * REQ_ONE_GROWTH);
+    }
+    const last = answers.length - 1;
+    answers.forEach((pairs, i) => {
+      this.host.writer.blockStatus(handleHi, handleLo, this.contexts[i].id, pairs.length > 0 ? pairs : [length, 0], i === last);
     });
   }
 

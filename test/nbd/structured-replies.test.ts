@@ -119,6 +119,32 @@ describe('BLOCK_STATUS', () => {
     expect((await status(FLAG.REQ_ONE, 4096, 4096)).get('base:allocation')).toEqual([4096, 0]);
   });
 
+  test('REQ_ONE asks the device about the first extent, not about the whole requested range', async () => {
+    // qemu maps a disk with REQ_ONE queries that reach far beyond the one extent it wants: looking
+    // at all of each range would make mapping a disk quadratic in its size.
+    const GiB = 1024 * 1024 * 1024;
+    const big = new MemoryDevice({ size: GiB, blockSize: K64 });
+    big.fill(0, 0, Buffer.alloc(100 * K64, 0x44));
+    const bigSrv = await startServer([{ name: 'big', device: big }]);
+    try {
+      const { client, contextIds } = await negotiate(bigSrv.socket, 'big', { structured: true, contexts: ['base:allocation', 'cowdisk:layer'] });
+      await client.write(encode.request(CMD.BLOCK_STATUS, 12n, 0, GiB - 512, FLAG.REQ_ONE));
+      const chunks = await client.chunks();
+      client.close();
+      const pairs = (name: string): number[] => {
+        const c = chunks.find((x) => x.payload.readUInt32BE(0) === contextIds.get(name))!;
+        return [c.payload.readUInt32BE(4), c.payload.readUInt32BE(8), c.payload.length];
+      };
+      expect(pairs('base:allocation')).toEqual([100 * K64, 0, 12]);
+      expect(pairs('cowdisk:layer')).toEqual([100 * K64, 1, 12]);
+      const asked = big.log.filter((op) => op.startsWith('extents ')).map((op) => Number(op.split(' ')[2]));
+      expect(asked.length).toBeGreaterThan(0);
+      expect(Math.max(...asked)).toBeLessThan(GiB / 8);
+    } finally {
+      await bigSrv.close();
+    }
+  });
+
   test('a query that starts inside a block is answered from that offset', async () => {
     expect((await status(0, K64 + 512, K64)).get('cowdisk:layer')).toEqual([K64 - 512, 2, 512, 1]);
   });
