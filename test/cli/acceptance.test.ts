@@ -69,6 +69,6 @@ describe('issue 2 acceptance', () => {
     flipByte(at('disk.snap'), where + 4321);
     const result = await cowdisk(['check', at('disk.snap')]);
     expect(result.code).not.toBe(0);
-    expect(result.stdout).toContain(`block ${block}: block ${block} (disk bytes ${block * B}..`);
+    expect(result.stdout).toContain(`${at('disk.snap')}: block ${block} (disk bytes ${block * B}..`);
   });
 });
