@@ -7,16 +7,28 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
 import { NbdServer } from '../../src/nbd/index.js';
 import { MemoryDevice } from '../helpers/nbd-memory-device.js';
-import { startServer } from '../helpers/nbd-server.js';
+import { startServer, type TestServer } from '../helpers/nbd-server.js';
 import { CMD, encode, ERR, negotiate, RawClient } from '../helpers/nbd-wire.js';
 
 describe('close()', () => {
+  // These tests close the server itself (not the helper's close(), which also removes the
+  // directory), so the socket's directory is removed here.
+  const started: TestServer[] = [];
+  afterEach(() => {
+    for (const srv of started.splice(0)) fs.rmSync(srv.dir, { recursive: true, force: true });
+  });
+  const start = async (...args: Parameters<typeof startServer>) => {
+    const srv = await startServer(...args);
+    started.push(srv);
+    return srv;
+  };
+
   test('in-flight requests finish, buffered ones are answered ESHUTDOWN, then the connection closes', async () => {
     const device = new MemoryDevice({ size: 1024 * 1024 });
-    const srv = await startServer([{ name: 'disk', device }]);
+    const srv = await start([{ name: 'disk', device }]);
     const { client } = await negotiate(srv.socket);
     const release = device.hold();
     // 300 reads in one chunk: 256 (the per-connection limit) start, 44 wait in the receive buffer.
@@ -44,7 +56,7 @@ describe('close()', () => {
       closes++;
       return close();
     };
-    const srv = await startServer([
+    const srv = await start([
       { name: 'a', device },
       { name: 'b', device, readOnly: true },
     ]);
@@ -55,7 +67,7 @@ describe('close()', () => {
   });
 
   test('a client that never reads its replies cannot hold close() open', async () => {
-    const srv = await startServer([{ name: 'disk', device: new MemoryDevice({ size: 4 * 1024 * 1024 }) }], { drainTimeout: 200 });
+    const srv = await start([{ name: 'disk', device: new MemoryDevice({ size: 4 * 1024 * 1024 }) }], { drainTimeout: 200 });
     const { client } = await negotiate(srv.socket);
     client.pause();
     // 100 MiB of replies: far more than the socket buffers hold.
@@ -67,7 +79,7 @@ describe('close()', () => {
   });
 
   test('after close() nobody can connect', async () => {
-    const srv = await startServer([{ name: 'disk', device: new MemoryDevice({ size: 4096 }) }]);
+    const srv = await start([{ name: 'disk', device: new MemoryDevice({ size: 4096 }) }]);
     await srv.server.close();
     await expect(RawClient.connect(srv.socket)).rejects.toThrow();
   });
