@@ -49,6 +49,12 @@ export const Consumed = {
 
 /** Structured reads at least this long answer ranges that read as zeros with OFFSET_HOLE. */
 const HOLE_READ_MIN = 64 * 1024;
+/**
+ * A BLOCK_STATUS looks at no more than this many blocks: the extents of a longer range would cost
+ * memory and time in proportion to a length the client chose (up to 4 GiB, and 256 such requests
+ * may be in flight). The answer then stops short, which the spec allows; clients ask again.
+ */
+const STATUS_MAX_BLOCKS = 8192;
 /** A REQ_ONE BLOCK_STATUS first asks the device about this many blocks... */
 const REQ_ONE_FIRST_BLOCKS = 16;
 /** ...and this many times more each time the first extent runs past the window. */
@@ -281,26 +287,29 @@ export class Transmission {
   }
 
   /**
-   * BLOCK_STATUS: one chunk per selected context, the last one marked DONE. With REQ_ONE only the
-   * first extent matters, so the device is asked about a window that grows until that extent ends
-   * inside it: qemu maps a disk with REQ_ONE queries that reach far beyond the one extent it wants,
-   * and asking about all of each would make mapping a disk quadratic in its size.
+   * BLOCK_STATUS: one chunk per selected context, the last one marked DONE, describing at most
+   * STATUS_MAX_BLOCKS blocks from the offset. With REQ_ONE only the first extent matters, so the
+   * device is asked about a window that grows until that extent ends inside it: qemu maps a disk
+   * with REQ_ONE queries that reach far beyond the one extent it wants, and asking about all of
+   * each would make mapping a disk quadratic in its size.
    */
   private async blockStatus(flags: number, handleHi: number, handleLo: number, offset: number, length: number): Promise<void> {
     const reqOne = (flags & CmdFlag.REQ_ONE) !== 0;
-    let span = reqOne && this.extents ? Math.min(length, REQ_ONE_FIRST_BLOCKS * this.device.blockSize) : length;
+    const blockSize = this.device.blockSize;
+    const limit = this.extents ? Math.min(length, STATUS_MAX_BLOCKS * blockSize) : length;
+    let span = reqOne && this.extents ? Math.min(limit, REQ_ONE_FIRST_BLOCKS * blockSize) : limit;
     let answers: number[][];
     for (;;) {
       const extents: readonly Extent[] = this.extents
         ? await this.device.extents(offset, span)
         : [{ offset, length: span, kind: 'data', layer: 0 }];
       answers = this.contexts.map((context) => descriptors(extents, context, offset, span, reqOne));
-      if (span === length || answers.every((pairs) => pairs.length > 0 && pairs[0] < span)) break;
-      span = Math.min(length, span * REQ_ONE_GROWTH);
+      if (span === limit || answers.every((pairs) => pairs.length > 0 && pairs[0] < span)) break;
+      span = Math.min(limit, span * REQ_ONE_GROWTH);
     }
     const last = answers.length - 1;
     answers.forEach((pairs, i) => {
-      this.host.writer.blockStatus(handleHi, handleLo, this.contexts[i].id, pairs.length > 0 ? pairs : [length, 0], i === last);
+      this.host.writer.blockStatus(handleHi, handleLo, this.contexts[i].id, pairs.length > 0 ? pairs : [limit, 0], i === last);
     });
   }
 
