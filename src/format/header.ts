@@ -74,13 +74,35 @@ function corrupt(path: string, what: string): CowdiskError {
   );
 }
 
-/** Checks geometry shared by both kinds: sizes and block size within bounds. */
-export function validateGeometry(size: number, blockSize: number, path: string): void {
+/** What is wrong with a geometry shared by both kinds (sizes and block size within bounds), if anything. */
+function geometryProblem(size: number, blockSize: number): string | undefined {
   if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
-    throw corrupt(path, `block size ${blockSize} is not a power of two from 4 KiB to 2 MiB`);
+    return `block size ${blockSize} is not a power of two from 4 KiB to 2 MiB`;
   }
   if (!Number.isSafeInteger(size) || size <= 0 || blockCount(size, blockSize) > MAX_BLOCKS) {
-    throw corrupt(path, `virtual size ${size} is outside 1 byte .. ${MAX_BLOCKS} blocks`);
+    return `virtual size ${size} is outside 1 byte .. ${MAX_BLOCKS} blocks`;
+  }
+  return undefined;
+}
+
+/** A header read from disk: a geometry out of bounds means the file is damaged. */
+function validateGeometry(size: number, blockSize: number, path: string): void {
+  const problem = geometryProblem(size, blockSize);
+  if (problem) throw corrupt(path, problem);
+}
+
+/**
+ * A file about to be made: a geometry out of bounds is the caller's argument, not damage (a disk
+ * of more than 2^31 blocks needs a larger block size).
+ */
+export function checkNewGeometry(size: number, blockSize: number, path: string): void {
+  const problem = geometryProblem(size, blockSize);
+  if (problem) {
+    throw new CowdiskError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${path} cannot be made: ${problem}. With ${blockSize}-byte blocks a disk holds at most ${MAX_BLOCKS * blockSize} bytes; choose a larger block size for a larger disk.`,
+      { path },
+    );
   }
 }
 

@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import type { BlockFile, FileSystem } from '../io/file.js';
 import { HEADER_SIZE, MAGIC_LENGTH, OVERLAY_MAGIC, blockCount } from './constants.js';
-import { type OverlayHeaderFields, type ParentRef, decodeOverlayHeader, encodeOverlayHeader, overlayLayout, validateGeometry } from './header.js';
+import { type OverlayHeaderFields, type ParentRef, decodeOverlayHeader, encodeOverlayHeader, overlayLayout, checkNewGeometry } from './header.js';
 import { StateMap } from './state-map.js';
 
 export interface NewOverlay {
@@ -63,7 +63,7 @@ export class OverlayFile {
    */
   static async create(fs: FileSystem, file: string, spec: NewOverlay): Promise<void> {
     const abs = path.resolve(file);
-    validateGeometry(spec.size, spec.blockSize, abs);
+    checkNewGeometry(spec.size, spec.blockSize, abs);
     if (await fs.exists(abs)) {
       throw new CowdiskError(ErrorCode.EXISTS, `${abs} already exists; choose another name or remove it first.`, { path: abs });
     }

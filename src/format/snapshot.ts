@@ -42,7 +42,7 @@ import {
 } from './constants.js';
 import { zlibCrc32 } from './crc.js';
 import { PageCache } from './page-cache.js';
-import { type ParentRef, type SnapshotHeaderFields, decodeSnapshotHeader, encodeSnapshotHeader } from './header.js';
+import { type ParentRef, type SnapshotHeaderFields, checkNewGeometry, decodeSnapshotHeader, encodeSnapshotHeader } from './header.js';
 
 /** One decoded table page: kinds, offsets and stored lengths of up to 1024 blocks. */
 export interface TablePage {
@@ -340,6 +340,7 @@ export class SnapshotWriter {
 
   static async create(fs: FileSystem, finalPath: string, options: SnapshotWriterOptions): Promise<SnapshotWriter> {
     const abs = path.resolve(finalPath);
+    checkNewGeometry(options.size, options.blockSize, abs);
     if (await fs.exists(abs)) {
       throw new CowdiskError(ErrorCode.EXISTS, `${abs} already exists; choose another name or remove it first.`, { path: abs });
     }

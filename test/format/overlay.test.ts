@@ -54,6 +54,14 @@ describe('create', () => {
     const fs = await created();
     await expect(OverlayFile.create(fs, FILE, SPEC)).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: FILE });
   });
+
+  test('a disk of more than 2^31 blocks is INVALID_ARGUMENT (the caller asked for it; nothing is damaged), and no file is made', async () => {
+    const fs = new MemoryFileSystem();
+    const err = await OverlayFile.create(fs, FILE, { ...SPEC, size: 2 ** 31 * 4096 + 1 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCode.INVALID_ARGUMENT, path: FILE });
+    expect((err as Error).message).toMatch(/larger block size/);
+    expect(fs.list('/o')).toEqual([]);
+  });
 });
 
 describe('headers', () => {

@@ -364,6 +364,15 @@ describe('writing', () => {
     expect(fs.list('/s')).toEqual([FILE]);
   });
 
+  test('a layer of more than 2^31 blocks is INVALID_ARGUMENT before any file is made', async () => {
+    const fs = new MemoryFileSystem();
+    await expect(SnapshotWriter.create(fs, FILE, { size: 2 ** 31 * BS + 1, blockSize: BS, parent: { kind: 'none' } })).rejects.toMatchObject({
+      code: ErrorCode.INVALID_ARGUMENT,
+      path: FILE,
+    });
+    expect(fs.list('/s')).toEqual([]);
+  });
+
   test('abort removes the temporary file; an existing layer is never replaced', async () => {
     const fs = new MemoryFileSystem();
     const writer = await SnapshotWriter.create(fs, FILE, { size: SIZE, blockSize: BS, parent: { kind: 'none' } });

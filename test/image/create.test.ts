@@ -43,6 +43,7 @@ describe('create', () => {
     ['sub-blocks that are not a power of two', { size: 1 << 20, blockSize: 65536, subBlocks: 3 }],
     ['a size of zero', { size: 0 }],
     ['a fractional size', { size: 1.5 }],
+    ['more than 2^31 blocks (1 PiB in 4 KiB blocks)', { size: 2 ** 50, blockSize: 4096 }],
   ];
   for (const [what, options] of refused) {
     test(`${what} is INVALID_ARGUMENT, and no file is made`, async () => {
@@ -98,6 +99,20 @@ describe('clone', () => {
     await expect(cloneImage('/i/empty.raw', '/i/a.overlay', { fs })).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
     await expect(cloneImage('/i/none.raw', '/i/a.overlay', { fs })).rejects.toMatchObject({ code: ErrorCode.NOT_FOUND });
     expect(await fs.exists('/i/a.overlay')).toBe(false);
+  });
+
+  test('a raw base of more than 2^31 blocks at the block size asked for is INVALID_ARGUMENT, and no overlay is made', async () => {
+    const dir = fsp.mkdtempSync(path.join(tmpdir(), 'cowdisk-clone-'));
+    try {
+      const base = path.join(dir, 'base.raw');
+      fsp.writeFileSync(base, '');
+      fsp.truncateSync(base, 2 ** 31 * 4096 + 1);
+      const overlay = path.join(dir, 'clone.overlay');
+      await expect(cloneImage(base, overlay, { fs: new RealFileSystem(), blockSize: 4096 })).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
+      expect(fsp.readdirSync(dir)).toEqual(['base.raw']);
+    } finally {
+      fsp.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a clone of a 100 GiB sparse raw base uses under 64 KiB of disk', async () => {

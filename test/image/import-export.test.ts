@@ -77,6 +77,21 @@ describe('import', () => {
     expect(fs.list('/i')).toEqual(['/i/b.snap', '/i/disk.raw', '/i/empty.raw']);
   });
 
+  test('a raw file of more than 2^31 blocks at the block size asked for is INVALID_ARGUMENT at once, leaving no file', async () => {
+    const dir = fsp.mkdtempSync(path.join(tmpdir(), 'cowdisk-import-'));
+    try {
+      const raw = path.join(dir, 'disk.raw');
+      fsp.writeFileSync(raw, '');
+      fsp.truncateSync(raw, 2 ** 31 * 4096 + 1);
+      await expect(importRaw(raw, path.join(dir, 'disk.snap'), { fs: new RealFileSystem(), blockSize: 4096 })).rejects.toMatchObject({
+        code: ErrorCode.INVALID_ARGUMENT,
+      });
+      expect(fsp.readdirSync(dir)).toEqual(['disk.raw']);
+    } finally {
+      fsp.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('an import that fails half way (I/O error) leaves no layer and no temporary file', async () => {
     const fs = new MemoryFileSystem();
     await putFile(fs, '/i/disk.raw', mixedDisk(20, 0));
