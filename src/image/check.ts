@@ -167,16 +167,25 @@ async function checkOverlay(
       }
       const damaged = slots.findIndex((s) => s.kind === 'invalid');
       if (damaged !== -1) {
+        // Beside an empty copy, a damaged one is the page's first write, torn by a crash: the page
+        // never had a durable version, so "every block absent" is its true content.
+        const torn = chosen.kind === 'empty';
         add({
           severity: 'warning',
           code: ErrorCode.CORRUPT,
-          message: `state map page ${index} (blocks ${first}..${last}): copy ${damaged} is damaged (a write torn by a crash, or damage); the other copy is in use`,
+          message: torn
+            ? `state map page ${index} (blocks ${first}..${last}): copy ${damaged} is a first write torn by a crash; the page was never recorded, so its blocks read from below`
+            : `state map page ${index} (blocks ${first}..${last}): copy ${damaged} is damaged (a write torn by a crash, or damage); the other copy is in use`,
           path: abs,
           block: first,
         });
-        if (repair && chosen.kind === 'valid') {
-          overlay.map.replace(index, chosen.masks, chosen.gen);
-          report.repaired.push(`state map page ${index}: the damaged copy was rewritten from the good one.`);
+        if (repair) {
+          overlay.map.replace(index, chosen.kind === 'valid' ? chosen.masks : undefined, chosen.kind === 'valid' ? chosen.gen : 0);
+          report.repaired.push(
+            torn
+              ? `state map page ${index}: the torn first write was replaced by an empty page (blocks ${first}..${last} read from below, as before).`
+              : `state map page ${index}: the damaged copy was rewritten from the good one.`,
+          );
         }
       }
     }
