@@ -140,11 +140,6 @@ export class SnapshotFile {
     return this.directory.readUInt32LE(index * DIR_ENTRY_SIZE + 12);
   }
 
-  cachedPage(index: number): TablePage | null | undefined {
-    if (!this.hasPage(index)) return null;
-    return this.pages.get(index);
-  }
-
   /** Table page `index`, or null when the layer has none of its blocks. */
   page(index: number): TablePage | null | Promise<TablePage | null> {
     if (!this.hasPage(index)) return null;

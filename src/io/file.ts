@@ -81,9 +81,3 @@ export interface FileSystem {
   /** Changes permission bits (sealed layers are made read-only). */
   chmod(path: string, mode: number): Promise<void>;
 }
-
-/** Reads exactly buf.length bytes at pos, or fails: for structures that must be entirely present. */
-export async function readExact(file: BlockFile, buf: Buffer, pos: number): Promise<boolean> {
-  const n = await file.read(buf, pos);
-  return n === buf.length;
-}
