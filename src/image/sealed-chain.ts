@@ -7,7 +7,7 @@
  * touched, the layers are asked top to bottom (a directory lookup per layer; table pages are read
  * only from layers that hold some of the page's blocks) and the answer, with the block's location
  * in the serving layer, is kept in a resolution page. After that a read costs the same at depth
- * 1 or 64. Resolution pages are bounded by an LRU.
+ * 1 or 64. Resolution pages are kept in a bounded cache that drops the page loaded first.
  */
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { BlockKind, TABLE_ENTRIES_PER_PAGE, blockCount } from '../format/constants.js';
