@@ -238,7 +238,8 @@ export function decodeOverlayHeader(buf: Buffer, path: string): OverlayHeaderFie
   const parent = decodeParent(buf, path);
   if (parent.kind !== 'none' && parent.size !== size) throw corrupt(path, `parent size ${parent.size} differs from the virtual size ${size}`);
   return {
-    generation: buf.readBigUInt64LE(OverlayHeader.GENERATION),
+    // Bounded so that every later header (generation + 1, + 2) still fits its u64.
+    generation: BigInt(readU64(buf, OverlayHeader.GENERATION, path, 'generation')),
     dirty: (flags & 1) !== 0,
     size,
     blockSize,

@@ -28,7 +28,7 @@ import { PageCache } from './page-cache.js';
 export class MapPage {
   /** Interleaved masks: [present0, zero0, present1, zero1, ...]. */
   readonly masks = new Uint32Array(2 * MAP_ENTRIES_PER_PAGE);
-  /** Generation of the version last made durable (0: never written). */
+  /** Generation of the version last made durable (0 for a page never written, and after a wrap). */
   durableGen = 0;
   dirty = false;
 
@@ -184,7 +184,7 @@ export class StateMap {
     for (const page of this.pages.values()) {
       if (!page.dirty) continue;
       page.dirty = false;
-      const gen = page.durableGen + 1;
+      const gen = nextGen(page.durableGen);
       out.push({ page, gen, bytes: encodePage(page, gen) });
     }
     return out;
@@ -199,7 +199,7 @@ export class StateMap {
 
   /** After the writes are synced: they are the durable versions now. */
   commit(pending: PendingPage[]): void {
-    for (const p of pending) p.page.durableGen = Math.max(p.page.durableGen, p.gen);
+    for (const p of pending) if (newerGen(p.gen, p.page.durableGen)) p.page.durableGen = p.gen;
   }
 
   /**
@@ -254,10 +254,23 @@ export function encodePage(page: MapPage, gen: number): Buffer {
   return bytes;
 }
 
-/** The slot to believe: the valid one with the higher generation, else empty, else none. */
+/**
+ * Page generations are u32 and wrap after 0xffffffff to 0 (a hot page of a long-lived disk can
+ * get there). The two copies of a page always hold consecutive generations, so the newer one is
+ * the one ahead by less than half the range (serial-number arithmetic, as RFC 1982).
+ */
+export function newerGen(a: number, b: number): boolean {
+  return a !== b && ((a - b) >>> 0) < 0x80000000;
+}
+
+function nextGen(gen: number): number {
+  return (gen + 1) >>> 0;
+}
+
+/** The slot to believe: the valid one with the newer generation, else empty, else none. */
 export function chooseSlot(slots: [SlotState, SlotState]): SlotState | undefined {
   const valid = slots.filter((s): s is Extract<SlotState, { kind: 'valid' }> => s.kind === 'valid');
-  if (valid.length === 2) return valid[0].gen >= valid[1].gen ? valid[0] : valid[1];
+  if (valid.length === 2) return newerGen(valid[1].gen, valid[0].gen) ? valid[1] : valid[0];
   if (valid.length === 1) return valid[0];
   if (slots.some((s) => s.kind === 'empty')) return { kind: 'empty' };
   return undefined;

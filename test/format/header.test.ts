@@ -181,6 +181,7 @@ describe('overlay header', () => {
     ['a parent size other than the virtual size', (b) => b.writeBigUInt64LE(BigInt(SIZE - 1), 136)],
     ['a parent size beyond 2^53', (b) => b.writeBigUInt64LE(2n ** 63n, 136)],
     ['a parent inode beyond 2^53', (b) => b.writeBigUInt64LE(2n ** 63n, 144)],
+    ['a generation beyond 2^53 (no next header could be written)', (b) => b.writeBigUInt64LE(2n ** 64n - 1n, 16)],
   ];
   for (const [what, change] of bad) {
     test(`a header with ${what} is refused as CORRUPT, naming the file`, () => {

@@ -60,6 +60,11 @@ describe('choosing a slot', () => {
     expect(chooseSlot([valid(6), valid(5)])).toEqual(valid(6));
   });
 
+  test('generations are u32 and wrap: 0 is newer than 0xffffffff (the two copies always hold consecutive ones)', () => {
+    expect(chooseSlot([valid(0), valid(0xffffffff)])).toEqual(valid(0));
+    expect(chooseSlot([valid(0xfffffffe), valid(0xffffffff)])).toEqual(valid(0xffffffff));
+  });
+
   test('a valid slot beats an empty or a damaged one', () => {
     expect(chooseSlot([invalid, valid(1)])).toEqual(valid(1));
     expect(chooseSlot([valid(2), empty])).toEqual(valid(2));
@@ -127,6 +132,21 @@ describe('on disk', () => {
     const again = new StateMap(file, MAP_OFFSET, 2, 2 * MAP_ENTRIES_PER_PAGE - 7, 16);
     expect(slotBytes(fs, 0, 0).every((b) => b === 0)).toBe(true);
     expect((await again.pageAsync(2)).present(2)).toBe(1);
+  });
+
+  test('after generation 0xffffffff a page is written as generation 0, to the other slot, and is the current version', async () => {
+    const { fs, file, map } = await setup();
+    await file.write(docPage(0, 0xfffffffe, { 3: [1, 0] }), MAP_OFFSET);
+    await file.write(docPage(0, 0xffffffff, { 3: [3, 0] }), MAP_OFFSET + 4096);
+    const m = map();
+    await setBlock(m, 3, 7, 0);
+    await m.persist();
+    expect(slotBytes(fs, 0, 0).equals(docPage(0, 0, { 3: [7, 0] }))).toBe(true);
+    expect((await map().pageAsync(3)).present(3)).toBe(7);
+    await setBlock(m, 3, 0xf, 0);
+    await m.persist();
+    expect(slotBytes(fs, 0, 1).equals(docPage(0, 1, { 3: [0xf, 0] }))).toBe(true);
+    expect((await map().pageAsync(3)).present(3)).toBe(0xf);
   });
 
   test('later versions alternate slots: each write goes to the slot not holding the durable version', async () => {
