@@ -7,6 +7,7 @@
  * format describes. Callers validate ranges once at the edge (see `checkRange`); the layers below
  * trust them.
  */
+import { CowdiskError, ErrorCode } from '../errors.js';
 
 export interface Capabilities {
   /** write / zero / trim are accepted (false for sealed layers and read-only opens). */
@@ -64,6 +65,18 @@ export function appendExtent(list: Extent[], next: Extent): void {
   const last = list[list.length - 1];
   if (continues(last, next)) last.length += next.length;
   else list.push(next);
+}
+
+/**
+ * The edge check of a request: [offset, offset + length) must lie inside the disk. The devices
+ * `openImage` returns apply it to every request (a library caller has no other edge); the layers
+ * beneath trust what passed it. An overlay must: the map page of a block past the end would be
+ * read from, and written over, the data region.
+ */
+export function checkRange(size: number, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+    throw new CowdiskError(ErrorCode.OUT_OF_RANGE, `${length} bytes at offset ${offset} reach outside the ${size}-byte disk.`);
+  }
 }
 
 export type LayerKind = 'overlay' | 'snapshot' | 'raw';

@@ -28,7 +28,7 @@ import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
 import type { OverlayFile } from '../format/overlay.js';
 import type { MapPage } from '../format/state-map.js';
 import { BlockLocks } from './block-locks.js';
-import { appendExtent, type BlockDevice, type Capabilities, type Extent, type LayerInfo, type WriteOptions, type ZeroOptions } from './device.js';
+import { appendExtent, checkRange, type BlockDevice, type Capabilities, type Extent, type LayerInfo, type WriteOptions, type ZeroOptions } from './device.js';
 
 export const OVERLAY_CAPABILITIES: Capabilities = Object.freeze({
   writable: true,
@@ -108,6 +108,7 @@ export class OverlayDevice implements BlockDevice {
 
   async read(buf: Buffer, offset: number): Promise<void> {
     this.checkOpen();
+    checkRange(this.size, offset, buf.length);
     const end = offset + buf.length;
     const bs = this.blockSize;
     let pos = offset;
@@ -141,6 +142,7 @@ export class OverlayDevice implements BlockDevice {
 
   async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
     this.checkWritable();
+    checkRange(this.size, offset, buf.length);
     if (!this.overlay.header.dirty) await this.markDirty();
     const end = offset + buf.length;
     if (!this.pagesLoaded(offset, end)) await this.loadPages(offset, end);
@@ -258,6 +260,7 @@ export class OverlayDevice implements BlockDevice {
 
   async zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
     this.checkWritable();
+    checkRange(this.size, offset, length);
     if (options?.noHole) {
       if (options.fastZero) {
         throw new CowdiskError(ErrorCode.UNSUPPORTED, 'zeroing with storage kept allocated means writing zeros, which is not fast.');
@@ -271,6 +274,7 @@ export class OverlayDevice implements BlockDevice {
 
   async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
     this.checkWritable();
+    checkRange(this.size, offset, length);
     await this.release(offset, length);
     if (options?.fua) await this.flush();
   }
@@ -359,6 +363,7 @@ export class OverlayDevice implements BlockDevice {
 
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.checkOpen();
+    checkRange(this.size, offset, length);
     const out: Extent[] = [];
     const push = (e: Extent) => appendExtent(out, e);
     const end = offset + length;

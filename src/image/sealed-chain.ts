@@ -15,7 +15,7 @@ import type { RawFile } from '../format/raw.js';
 import { formatRawIdentity } from '../format/raw.js';
 import { PageCache } from '../format/page-cache.js';
 import { SnapshotFile } from '../format/snapshot.js';
-import { appendExtent, type BlockDevice, type Capabilities, type Extent, type LayerInfo } from './device.js';
+import { appendExtent, checkRange, type BlockDevice, type Capabilities, type Extent, type LayerInfo } from './device.js';
 
 export type SealedLayer = SnapshotFile | RawFile;
 
@@ -101,6 +101,7 @@ export class SealedChain implements BlockDevice {
   }
 
   async read(buf: Buffer, offset: number): Promise<void> {
+    checkRange(this.size, offset, buf.length);
     const bs = this.blockSize;
     const end = offset + buf.length;
     let pos = offset;
@@ -150,6 +151,7 @@ export class SealedChain implements BlockDevice {
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
+    checkRange(this.size, offset, length);
     const out: Extent[] = [];
     const bs = this.blockSize;
     const end = offset + length;

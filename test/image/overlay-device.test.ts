@@ -370,6 +370,28 @@ describe('reads', () => {
     await dev.close();
   });
 
+  test('a request reaching past the end of the disk is OUT_OF_RANGE and changes nothing, whichever map page it would land in', async () => {
+    const { fs, chain, dev } = await setup();
+    await dev.flush();
+    const before = Buffer.from(fs.get(chain.overlay));
+    const size = BLOCKS * BS;
+    // Block 510 * 9 would have its map page (index 9) inside the data region, over block 0.
+    for (const offset of [size - 1, size, 510 * 9 * BS]) {
+      const requests: Array<[string, () => Promise<unknown>]> = [
+        ['read', () => dev.read(Buffer.alloc(2), offset)],
+        ['write', () => dev.write(Buffer.alloc(2, 5), offset)],
+        ['zero', () => dev.zero(offset, SBS)],
+        ['trim', () => dev.trim(offset, SBS)],
+        ['extents', () => dev.extents(offset, 2)],
+      ];
+      for (const [what, request] of requests) {
+        await expect(request(), `${what} at ${offset}`).rejects.toMatchObject({ code: ErrorCode.OUT_OF_RANGE });
+      }
+    }
+    await dev.close();
+    expect(fs.get(chain.overlay).equals(before)).toBe(true);
+  });
+
   test('a closed device refuses requests with CLOSED', async () => {
     const { dev } = await setup();
     await dev.close();

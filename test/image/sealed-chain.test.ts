@@ -182,4 +182,14 @@ describe('extents and writes', () => {
     await expect(dev.trim(0, 1)).rejects.toMatchObject({ code: ErrorCode.READ_ONLY });
     await dev.close();
   });
+
+  test('a read or extents reaching past the end of the disk is OUT_OF_RANGE, not zeros', async () => {
+    const built = await deepChain(3, 8);
+    const dev = await openImage(built.top, { fs: built.fs });
+    for (const offset of [dev.size - 1, dev.size, 2 ** 30]) {
+      await expect(dev.read(Buffer.alloc(2), offset), `read at ${offset}`).rejects.toMatchObject({ code: ErrorCode.OUT_OF_RANGE });
+      await expect(dev.extents(offset, 2), `extents at ${offset}`).rejects.toMatchObject({ code: ErrorCode.OUT_OF_RANGE });
+    }
+    await dev.close();
+  });
 });
