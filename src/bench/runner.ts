@@ -31,7 +31,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CowdiskError, ErrorCode } from '../errors.js';
+import { CowdiskError, ErrorCode, ioError } from '../errors.js';
 import { defaultSubBlocks } from '../format/constants.js';
 import { cloneImage, createImage } from '../image/create.js';
 import { describeImage, type ImageDescription } from '../image/info.js';
@@ -112,7 +112,7 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
   }
   // Opening read-only checks the whole chain (a changed parent fails here) and writes nothing.
   const source = await describeImage(image);
-  const dir = fs.mkdtempSync(path.join(path.resolve(options.dir ?? os.tmpdir()), 'cowdisk-bench-'));
+  const dir = makeTempDir(path.resolve(options.dir ?? os.tmpdir()));
   const socket = path.join(dir, 'nbd.sock');
   const clonePath = path.join(dir, 'clone.cow');
   let server: ServerProcess | undefined;
@@ -169,6 +169,15 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
   }
   if (failure !== undefined) throw failure;
   return result!;
+}
+
+/** The run's temporary directory under `parent`; a --dir that is missing or not writable is the user's to fix, not a crash. */
+function makeTempDir(parent: string): string {
+  try {
+    return fs.mkdtempSync(path.join(parent, 'cowdisk-bench-'));
+  } catch (err) {
+    throw ioError(err, parent, "making the benchmark's temporary directory in --dir");
+  }
 }
 
 async function makeClone(source: ImageDescription, clonePath: string, subBlocksOption: number | undefined): Promise<CloneContext> {

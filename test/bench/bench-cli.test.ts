@@ -176,6 +176,15 @@ describe('cowdisk bench', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('names a --dir that does not exist (exit code 1, a typed error, not a crash)', async () => {
+    const missing = at('no-such-dir');
+    const result = await cowdisk(['bench', at('base.snap'), '--dir', missing]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(ErrorCode.NOT_FOUND);
+    expect(result.stderr).toContain(missing);
+    expect(existsSync(missing)).toBe(false);
+  });
+
   it('names a missing image (exit code 1)', async () => {
     const result = await cowdisk(['bench', at('nowhere.snap')]);
     expect(result.code).toBe(1);
