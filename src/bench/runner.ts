@@ -115,6 +115,10 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
   const dir = makeTempDir(path.resolve(options.dir ?? os.tmpdir()));
   const socket = path.join(dir, 'nbd.sock');
   const clonePath = path.join(dir, 'clone.cow');
+  // If the process exits before the cleanup below has run (a second Ctrl-C, see cli/bench.ts),
+  // the directory still goes; the server child ends on its own when our pipe to it closes.
+  const removeDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
+  process.on('exit', removeDir);
   let server: ServerProcess | undefined;
   let target: (Target & { close(): Promise<void> }) | undefined;
   let result: BenchResult | undefined;
@@ -159,7 +163,7 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
   const cleanup: (() => Promise<void>)[] = [];
   if (target) cleanup.push(() => target!.close());
   if (server) cleanup.push(() => server!.stop());
-  cleanup.push(async () => fs.rmSync(dir, { recursive: true, force: true }));
+  cleanup.push(async () => removeDir());
   for (const step of cleanup) {
     try {
       await step();
@@ -167,6 +171,7 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
       failure ??= err;
     }
   }
+  process.off('exit', removeDir);
   if (failure !== undefined) throw failure;
   return result!;
 }

@@ -3,7 +3,7 @@
  * (src/bench/runner.ts does the work; this file parses options and prints the result).
  *
  * Ctrl-C / SIGTERM stop the run between requests; the clone and the server are cleaned up and
- * the exit code is 130. A second signal exits at once.
+ * the exit code is 130. A second signal exits at once, and the temporary directory still goes.
  */
 import type { Command } from 'commander';
 import type { HistogramBucket, LatencySummary } from '../bench/latency.js';

@@ -136,25 +136,29 @@ describe('cowdisk bench', () => {
   });
 
   it('stops on SIGINT: exit 130, the clone and the server are gone, the image untouched', async () => {
-    // A large sparse raw image, so that the run is still writing when the signal comes.
-    writeFileSync(at('big.raw'), '');
-    truncateSync(at('big.raw'), 4096 * MiB);
-    const before = statSync(at('big.raw')).mtimeMs;
+    const before = bigSparseImage();
     const dir = workDir('run-interrupted');
-    const child = spawn(process.execPath, [path.join(REPO, 'bin/cowdisk'), 'bench', at('big.raw'), '--count', '60000', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    // The socket appears once the server listens: the run is then under way.
-    while (!readdirSync(dir).some((d) => existsSync(path.join(dir, d, 'nbd.sock')))) {
-      if (child.exitCode !== null) throw new Error(`cowdisk bench exited with ${child.exitCode} before serving:\n${stderr}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    child.kill('SIGINT');
-    expect(await exited).toBe(130);
-    expect(stderr).toContain('interrupted');
+    const run = await benchUnderWay(dir);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(130);
+    expect(run.stderr()).toContain('interrupted');
     expect(readdirSync(dir)).toEqual([]);
     expect(serverProcessesUnder(dir)).toEqual([]);
+    expect(statSync(at('big.raw')).mtimeMs).toBe(before);
+  });
+
+  it('a second SIGINT exits at once and still removes the clone; the server follows', async () => {
+    const before = bigSparseImage();
+    const dir = workDir('run-interrupted-twice');
+    const run = await benchUnderWay(dir);
+    run.child.kill('SIGINT');
+    // The second signal only once the first has been taken (two pending SIGINTs would merge into one).
+    while (!run.stderr().includes('stopping the benchmark')) await new Promise((r) => setTimeout(r, 1));
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(130);
+    expect(readdirSync(dir)).toEqual([]);
+    // The server ends when the bench's pipe to it closes, a moment after the bench exits.
+    while (serverProcessesUnder(dir).length > 0) await new Promise((r) => setTimeout(r, 10));
     expect(statSync(at('big.raw')).mtimeMs).toBe(before);
   });
 
@@ -191,6 +195,27 @@ describe('cowdisk bench', () => {
     expect(result.stderr).toContain(ErrorCode.NOT_FOUND);
   });
 });
+
+/** A 4 GiB sparse raw image, so that a run of many writes is still writing when a signal comes; returns its mtime. */
+function bigSparseImage(): number {
+  writeFileSync(at('big.raw'), '');
+  truncateSync(at('big.raw'), 4096 * MiB);
+  return statSync(at('big.raw')).mtimeMs;
+}
+
+/** Starts `cowdisk bench` on big.raw with its temporary files in dir, and waits until its server listens. */
+async function benchUnderWay(dir: string) {
+  const child = spawn(process.execPath, [path.join(REPO, 'bin/cowdisk'), 'bench', at('big.raw'), '--count', '60000', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // The socket appears once the server listens: the run is then under way.
+  while (!readdirSync(dir).some((d) => existsSync(path.join(dir, d, 'nbd.sock')))) {
+    if (child.exitCode !== null) throw new Error(`cowdisk bench exited with ${child.exitCode} before serving:\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return { child, exited, stderr: () => stderr };
+}
 
 /** PIDs of processes whose command line mentions `dir` (the bench's server child would). */
 function serverProcessesUnder(dir: string): number[] {
