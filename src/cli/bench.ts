@@ -45,10 +45,12 @@ What is measured:
   removed afterwards. For a snapshot or raw image that is a clone of it; an overlay cannot be a
   parent, so for one the clone stands on the overlay's own parent with the same geometry (the
   blocks the overlay holds are not part of the measurement).
-  First writes: --count writes of --block-size-io bytes, one per block, 4 KiB into each block, so
-  each lands in a block the clone does not hold yet. Rewrites: the same offsets again. First,
-  ${WARMUP_REQUESTS} unmeasured requests to other blocks warm up both processes (a cold server is
-  several times slower while V8 compiles it); a FLUSH after each pass is timed apart.
+  First writes: --count writes of --block-size-io bytes, one per block, 4 KiB into each block (at
+  its start if the write would not fit after 4 KiB; a write larger than a block gets as many
+  blocks as it spans), so each lands in a block the clone does not hold yet. Rewrites: the same
+  offsets again. First, ${WARMUP_REQUESTS} unmeasured requests to other blocks warm up both
+  processes (a cold server is several times slower while V8 compiles it); a FLUSH after each
+  pass is timed apart.
   Latency is per request, from the call to its reply; IOPS is requests over the pass's wall time.
 
 How:
