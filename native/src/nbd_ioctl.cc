@@ -1,9 +1,10 @@
 // The kernel's nbd driver through the original ioctls (linux/nbd.h): the fallback for kernels
-// without the netlink family. The device is configured with SET_BLKSIZE / SET_SIZE / SET_TIMEOUT
-// / SET_FLAGS / SET_SOCK (once per connection), and then NBD_DO_IT runs the device: it blocks
-// until the device is disconnected. It gets a thread of its own, not one of libuv's four pool
-// threads, which a long-lived attach would otherwise take away from file I/O; when it returns the
-// thread clears the sockets and tells JavaScript through a thread-safe function.
+// without the netlink family. The first SET_SOCK claims the device, SET_BLKSIZE / SET_SIZE /
+// SET_TIMEOUT / SET_FLAGS and one SET_SOCK per further connection configure it, and then
+// NBD_DO_IT runs the device: it blocks until the device is disconnected. It gets a thread of its
+// own, not one of libuv's four pool threads, which a long-lived attach would otherwise take away
+// from file I/O; when it returns the thread clears the sockets and tells JavaScript through a
+// thread-safe function.
 #include <fcntl.h>
 #include <linux/nbd.h>
 #include <pthread.h>
@@ -87,7 +88,12 @@ class ConnectJob : public Job {
     syscall = "open " + options_.device;
     int fd = open(options_.device.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return errno;
-    int err = Configure(fd);
+    int err = Claim(fd);
+    if (err) {
+      close(fd);
+      return err;
+    }
+    err = Configure(fd);
     if (!err) err = Start(fd);
     if (err) {
       Ioctl(fd, NBD_CLEAR_SOCK, 0);
@@ -99,6 +105,16 @@ class ConnectJob : public Job {
   napi_value Resolve(napi_env env) override { return Undefined(env); }
 
  private:
+  // The first NBD_SET_SOCK makes the device ours: the kernel refuses it (EBUSY) while another
+  // task sets the device up or runs it, and (EINVAL) on a device netlink connected. Before that
+  // nothing may touch the device: SET_SIZE would resize someone else's running disk, and
+  // NBD_CLEAR_SOCK, which the kernel allows on any device, would shut down its sockets.
+  int Claim(int fd) {
+    syscall = "ioctl(NBD_SET_SOCK)";
+    return Ioctl(fd, NBD_SET_SOCK, options_.disk.sockets[0]);
+  }
+
+  // Once claimed: the geometry, then the remaining connections.
   int Configure(int fd) {
     const NbdGeometry& disk = options_.disk;
     int err;
@@ -111,8 +127,8 @@ class ConnectJob : public Job {
     syscall = "ioctl(NBD_SET_FLAGS)";
     if ((err = Ioctl(fd, NBD_SET_FLAGS, disk.server_flags))) return err;
     syscall = "ioctl(NBD_SET_SOCK)";
-    for (int sock : disk.sockets) {
-      if ((err = Ioctl(fd, NBD_SET_SOCK, sock))) return err;
+    for (size_t i = 1; i < disk.sockets.size(); i++) {
+      if ((err = Ioctl(fd, NBD_SET_SOCK, disk.sockets[i]))) return err;
     }
     return 0;
   }

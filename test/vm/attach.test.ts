@@ -4,7 +4,8 @@
  * CLI. In the guest: clone a base that holds an ext4 file system, attach the clone to /dev/nbd0
  * (netlink, --daemon), mount it, check the base's files, write new ones, unmount, detach; attach
  * again read-only (through the ioctl interface, in the foreground, ended by `detach` from another
- * shell) and check everything is there and writes are refused. The documented failures happen on
+ * shell) and check everything is there and writes are refused; meanwhile a second ioctl connect to
+ * that running device is refused and leaves it as it was. The documented failures happen on
  * the way: a busy device, an image attached twice, detaching a mounted device and a free one, and
  * an orphan whose server was killed. Back on the host: the base file is byte for byte what it
  * was, and the new files are in the overlay (read through the engine, checked with e2fsck and
@@ -26,10 +27,27 @@ import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { importRaw } from '../../src/image/import.js';
 import { openImage } from '../../src/image/open.js';
-import { COWDISK_COMMAND, findTool, runInVm } from './vm.js';
+import { COWDISK_COMMAND, REPO_ROOT, findTool, runInVm } from './vm.js';
 
 const BASE_BYTES = 64 * 1024 * 1024;
 const GREETING = `written through /dev/nbd0 by cowdisk attach at ${new Date().toISOString()}\n`;
+
+/**
+ * Run in the guest with a device as its argument: connects a socketpair to that device through the
+ * addon's ioctl path and prints how the kernel refused it (exits 1 if it was not refused).
+ */
+const INTRUDER = `
+  const { native } = await import(${JSON.stringify(join(REPO_ROOT, 'dist', 'native.js'))});
+  const binding = native();
+  const [kernelEnd] = binding.socketpair();
+  try {
+    await binding.nbdIoctlConnect({ device: process.argv[1], sockets: [kernelEnd], sizeBytes: 1 << 20, blockSize: 4096, serverFlags: 1 }, () => {});
+    console.log('second ioctl connect: UNEXPECTED SUCCESS');
+    process.exit(1);
+  } catch (err) {
+    console.log('second ioctl connect refused: ' + err.code + ', ' + err.syscall);
+  }
+`;
 
 function sha256(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -76,7 +94,7 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
 
     const result = await runInVm({
       runDir,
-      env: { GREETING },
+      env: { GREETING, INTRUDER },
       timeoutMs: 300_000,
       script: `
         cowdisk() { ${COWDISK_COMMAND} "$@"; }
@@ -110,6 +128,13 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
         cowdisk attach --read-only --ioctl vm1.cow /dev/nbd1 > ro.out 2> ro.err &
         server=$!
         until grep -q attached ro.out; do kill -0 $server; sleep 0.05; done
+        # A second ioctl connect to the running device, as two \`attach --ioctl\` racing for the same
+        # free device make: refused, and the device keeps its size and keeps running.
+        ro_bytes=$(blockdev --getsize64 /dev/nbd1)
+        ${process.execPath} --input-type=module -e "$INTRUDER" /dev/nbd1
+        test "$(blockdev --getsize64 /dev/nbd1)" = "$ro_bytes"
+        test -e /sys/block/nbd1/pid
+        echo "nbd1 kept running at $ro_bytes bytes"
         mount -o ro /dev/nbd1 /tmp/mnt
         cmp /tmp/mnt/new/greeting.txt greeting.txt
         cmp /tmp/mnt/new/payload.bin payload.bin
@@ -161,6 +186,8 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
     expect(out).toContain(`detached /dev/nbd0: ${join(runDir, 'vm1.cow')} closed cleanly`);
     expect(out).toContain('pid file removed');
     expect(out).toMatch(/attached vm1\.cow to \/dev\/nbd1 in \d+ ms \(read-only, 1 connection, ioctl\)/);
+    expect(out).toContain('second ioctl connect refused: EBUSY, ioctl(NBD_SET_SOCK)');
+    expect(out).toMatch(/nbd1 kept running at \d+ bytes/);
     expect(out).toContain('foreground attach exited with 0');
     expect(out).toMatch(/had died[\s\S]*read-only/);
 
