@@ -23,6 +23,8 @@ export interface NewOverlay {
   blockSize: number;
   subBlocks: number;
   parent: ParentRef;
+  /** Permission bits for the new file, exactly (no umask); default the file system's own. */
+  mode?: number;
 }
 
 export class OverlayFile {
@@ -85,14 +87,16 @@ export class OverlayFile {
       await handle.write(encodeOverlayHeader(header), HEADER_SIZE);
       await handle.write(encodeOverlayHeader({ ...header, generation: 2n }), 0);
       await handle.truncate(layout.dataOffset + blockCount(spec.size, spec.blockSize) * spec.blockSize);
+      if (spec.mode !== undefined) await fs.chmod(tmp, spec.mode);
       await handle.sync();
-    } catch (err) {
       await handle.close();
+      await fs.rename(tmp, abs);
+    } catch (err) {
+      // Whatever step failed (EIO, a full disk), the half-made file must not stay behind.
+      await handle.close().catch(() => undefined);
       await fs.unlink(tmp).catch(() => undefined);
       throw err;
     }
-    await handle.close();
-    await fs.rename(tmp, abs);
     await fs.syncDir(path.dirname(abs));
   }
 
@@ -103,10 +107,26 @@ export class OverlayFile {
    * image under a kernel caching its pages), which excludes writers but not other readers.
    */
   static async open(fs: FileSystem, file: string, options: { readOnly?: boolean; sharedLock?: boolean } = {}): Promise<OverlayFile> {
+    // `snapshot` and `commit` replace an overlay by renaming a new file over it while they hold the
+    // old one's lock. An open that found the old file just before that rename gets its lock just
+    // after, on a file nothing reaches any more: its writes would be lost. So a lock counts only if
+    // the name still leads to the locked file; otherwise open again, the new file this time.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const overlay = await OverlayFile.openOnce(fs, file, options);
+      if (overlay) return overlay;
+    }
+    throw new CowdiskError(ErrorCode.LOCKED, `${path.resolve(file)} was replaced three times while it was being opened; another command is working on it. Try again once it is done.`, {
+      path: path.resolve(file),
+    });
+  }
+
+  /** One try at `open`; null when the locked file is no longer the one the name leads to. */
+  private static async openOnce(fs: FileSystem, file: string, options: { readOnly?: boolean; sharedLock?: boolean }): Promise<OverlayFile | null> {
     const handle = await fs.open(file, { readOnly: options.readOnly });
     try {
       const exclusive = !options.readOnly;
-      if ((exclusive || options.sharedLock) && (await handle.tryLock(exclusive)) === false) {
+      const locked = exclusive || options.sharedLock === true;
+      if (locked && (await handle.tryLock(exclusive)) === false) {
         throw new CowdiskError(
           ErrorCode.LOCKED,
           exclusive
@@ -114,6 +134,10 @@ export class OverlayFile {
             : `${handle.path} is open for writing by another process (a \`cowdisk serve\`, \`cowdisk attach\` or another command); it cannot be served read-only while it may change.`,
           { path: handle.path },
         );
+      }
+      if (locked && !(await stillNamed(fs, handle, file))) {
+        await handle.close();
+        return null;
       }
       const header = await readHeader(handle);
       const length = await handle.size();
@@ -151,6 +175,12 @@ export class OverlayFile {
   async close(): Promise<void> {
     await this.file.close();
   }
+}
+
+/** Whether `file` still names the file `handle` has open (not renamed over or removed since). */
+async function stillNamed(fs: FileSystem, handle: BlockFile, file: string): Promise<boolean> {
+  const named = await fs.stat(file).catch(() => undefined);
+  return named !== undefined && named.ino === (await handle.stat()).ino;
 }
 
 /** Reads both header slots and keeps the valid one with the higher generation. */

@@ -50,6 +50,27 @@ describe('create', () => {
     }
   });
 
+  test('a step of create that fails (EIO, a full disk) leaves no temporary file behind', async () => {
+    const { operations } = await created();
+    for (let failAt = 1; failAt <= operations; failAt++) {
+      const fs = new MemoryFileSystem();
+      fs.inject = () => (fs.operations === failAt ? new Error('EIO') : undefined);
+      const made = await OverlayFile.create(fs, FILE, SPEC).then(
+        () => true,
+        () => false,
+      );
+      fs.inject = undefined;
+      // Only the directory sync comes after the rename: the file is whole at its name then.
+      expect(fs.list('/o')).toEqual(made || (await fs.exists(FILE)) ? [FILE] : []);
+    }
+  });
+
+  test('the new file gets exactly the permission bits asked for', async () => {
+    const fs = new MemoryFileSystem();
+    await OverlayFile.create(fs, FILE, { ...SPEC, mode: 0o600 });
+    expect((await fs.stat(FILE)).mode).toBe(0o600);
+  });
+
   test('an existing file is never replaced', async () => {
     const fs = await created();
     await expect(OverlayFile.create(fs, FILE, SPEC)).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: FILE });
@@ -118,5 +139,29 @@ describe('one writer at a time', () => {
     await writer.close();
     const next = await OverlayFile.open(fs, FILE);
     await next.close();
+  });
+
+  test('an open that meets a file just replaced by rename (snapshot, commit) locks the new file, not the old one', async () => {
+    const fs = await created();
+    await OverlayFile.create(fs, `${FILE}.next`, { ...SPEC, size: 4096 });
+    const replacer = await OverlayFile.open(fs, FILE);
+    fs.yieldEvery = true;
+    // The opener finds the old file; before it locks it, the replacer renames the new file over
+    // the name and lets go of the old one, as `snapshot` does.
+    let replaced = false;
+    fs.inject = (op) => {
+      if (!replaced && op.op === 'open' && op.path === FILE) {
+        replaced = true;
+        void fs.rename(`${FILE}.next`, FILE).then(() => replacer.close());
+      }
+      return undefined;
+    };
+    const opened = await OverlayFile.open(fs, FILE);
+    expect(replaced).toBe(true);
+    expect(opened.header.size).toBe(4096);
+    // The lock is on the file the name leads to: nobody else can open it for writing now.
+    fs.inject = undefined;
+    await expect(OverlayFile.open(fs, FILE)).rejects.toMatchObject({ code: ErrorCode.LOCKED });
+    await opened.close();
   });
 });
