@@ -18,6 +18,8 @@ export interface FileStat {
   mtimeNs: bigint;
   /** Bytes actually allocated on disk (st_blocks * 512); equal to size where unknown. */
   allocated: number;
+  /** Permission bits (st_mode & 0o7777). */
+  mode: number;
 }
 
 export interface BlockFile {

@@ -90,6 +90,7 @@ class Inode {
   durable = new Content();
   pending: Change[] = [];
   mtimeNs: bigint;
+  mode = 0o644;
 
   constructor(
     readonly ino: number,
@@ -149,6 +150,7 @@ export class MemoryFileSystem implements FileSystem {
       throw ioError(Object.assign(new Error('exists'), { code: 'EEXIST' }), abs, 'creating');
     }
     const node = new Inode(this.nextIno++, this.tick());
+    if (options.mode !== undefined) node.mode = options.mode;
     this.names.set(abs, node);
     return new MemoryFile(this, abs, node, false);
   }
@@ -185,8 +187,8 @@ export class MemoryFileSystem implements FileSystem {
     }
   }
 
-  async chmod(file: string): Promise<void> {
-    this.lookup(file);
+  async chmod(file: string, mode: number): Promise<void> {
+    this.lookup(file).mode = mode & 0o7777;
   }
 
   /** Sets a file's bytes directly, durable at once (to build fixtures, or to damage a file in a test). */
@@ -262,7 +264,7 @@ function statOf(node: Inode): FileStat {
     const end = Math.min(length, pos + 4096);
     if (!isZero(buf, pos, end)) allocated += end - pos;
   }
-  return { size: length, ino: node.ino, mtimeNs: node.mtimeNs, allocated };
+  return { size: length, ino: node.ino, mtimeNs: node.mtimeNs, allocated, mode: node.mode };
 }
 
 class MemoryFile implements BlockFile {

@@ -31,6 +31,7 @@ function toStat(st: fs.BigIntStats): FileStat {
     ino: Number(st.ino),
     mtimeNs: st.mtimeNs,
     allocated: Number(st.blocks) * 512,
+    mode: Number(st.mode) & 0o7777,
   };
 }
 

@@ -118,6 +118,26 @@ describe('snapshot', () => {
     expect(fs.list('/c').filter((f) => f.endsWith('.snap'))).toEqual(['/c/base.snap']);
   });
 
+  it('keeps the overlay file\'s permission bits: a private (0600) disk stays private after the switch', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'cowdisk-snap-'));
+    try {
+      const fs = new RealFileSystem();
+      for (const mode of [0o600, 0o640]) {
+        const overlay = path.join(dir, `private-${mode.toString(8)}.cow`);
+        await createImage(overlay, { size: 1024 * KiB, blockSize: 64 * KiB, fs });
+        await fsp.chmod(overlay, mode);
+        const image = await openImage(overlay, { fs });
+        await image.write(pattern(mode, 64 * KiB), 0);
+        await image.close();
+        const result = await snapshotOverlay(overlay, undefined, { fs });
+        expect(await chainPaths(fs, overlay)).toContain(result.layer);
+        expect((await fsp.stat(overlay)).mode & 0o7777).toBe(mode);
+      }
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('costs what the overlay holds: a few blocks written on a 1 TiB disk read a few blocks', async () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'cowdisk-snap-'));
     try {
