@@ -110,6 +110,13 @@ describe('bench/compare --quick', () => {
     expect(text).toContain('Not measured: cowdisk is not among the tools measured.');
   });
 
+  it('refuses a base too small for the 1 MiB jobs before it starts, saying the smallest size', () => {
+    const r = compare(['--quick', '--size', '1M', '--tools', 'nbdkit-null']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('--size 1M: must be a whole number of MiB, at least 2M');
+    expect(r.stderr).not.toContain('making a');
+  });
+
   it('names the tools it knows when asked for one it does not', () => {
     const r = compare(['--quick', '--tools', 'nbdkit-bogus']);
     expect(r.status).not.toBe(0);
