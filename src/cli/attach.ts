@@ -17,7 +17,7 @@ import { rename, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Option, type Command } from 'commander';
-import { CowdiskError, ErrorCode, isCowdiskError } from '../errors.js';
+import { CowdiskError, ErrorCode, ioError, isCowdiskError } from '../errors.js';
 import type { Attachment } from '../kernel/attach.js';
 import { parseDevice } from '../kernel/devices.js';
 import { printDevices } from './devices.js';
@@ -127,7 +127,16 @@ async function attachImage(request: AttachRequest): Promise<{ attachment: Attach
   const ms = Math.round(performance.now() - started);
   const r = attachment.record;
   const what = `${r.readOnly ? 'read-only' : 'read-write'}, ${r.connections} connection${r.connections === 1 ? '' : 's'}, ${r.kernelInterface}`;
-  if (request.pidFile) await writePidFile(request.pidFile);
+  if (request.pidFile) {
+    try {
+      await writePidFile(request.pidFile);
+    } catch (err) {
+      // The device is attached already, and nothing would detach it: the caller sees an error and
+      // no pid to signal. Undo the attach, so a failure leaves no device and no image behind.
+      await attachment.close().catch(() => {});
+      throw ioError(err, request.pidFile, 'writing the pid file');
+    }
+  }
   return { attachment, line: `attached ${path.basename(r.image)} to ${r.device} in ${ms} ms (${what})` };
 }
 

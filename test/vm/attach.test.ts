@@ -6,10 +6,10 @@
  * again read-only (through the ioctl interface, in the foreground, ended by `detach` from another
  * shell) and check everything is there and writes are refused; meanwhile a second ioctl connect to
  * that running device is refused and leaves it as it was. The documented failures happen on
- * the way: a busy device, an image attached twice, detaching a mounted device and a free one, and
- * an orphan whose server was killed. Back on the host: the base file is byte for byte what it
- * was, and the new files are in the overlay (read through the engine, checked with e2fsck and
- * debugfs).
+ * the way: a busy device, an image attached twice, detaching a mounted device and a free one, a
+ * pid file that cannot be written (the attach is undone), and an orphan whose server was killed.
+ * Back on the host: the base file is byte for byte what it was, and the new files are in the
+ * overlay (read through the engine, checked with e2fsck and debugfs).
  *
  * The base is a sealed snapshot (`import`ed on the host), not the raw file itself: a raw parent is
  * recognised by size, inode and mtime, and 9p shows the guest other inode numbers than the host
@@ -124,6 +124,11 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
         cowdisk detach /dev/nbd0
         test ! -e vm1.pid && echo "pid file removed"
         fails cowdisk detach /dev/nbd3
+        # The pid file cannot be written after the device is connected: the attach is undone.
+        fails cowdisk attach --daemon --pid-file no-such-dir/vm1.pid vm1.cow /dev/nbd3
+        test ! -e /sys/block/nbd3/pid
+        test -z "$(ls /run/cowdisk)"
+        echo "nbd3 left free when the pid file failed"
 
         cowdisk attach --read-only --ioctl vm1.cow /dev/nbd1 > ro.out 2> ro.err &
         server=$!
@@ -176,12 +181,14 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
 
     // The documented failures, in the order the script caused them.
     const failures = out.split('failed as expected: ').slice(1);
-    expect(failures).toHaveLength(5);
+    expect(failures).toHaveLength(6);
     expect(failures[0]).toMatch(/^cowdisk detach \/dev\/nbd0[\s\S]*mounted or held open[\s\S]*COWDISK_E_DEVICE_BUSY/);
     expect(failures[1]).toMatch(/^cowdisk attach base\.cow \/dev\/nbd0[\s\S]*already in use[\s\S]*COWDISK_E_DEVICE_BUSY/);
     expect(failures[2]).toMatch(/^cowdisk attach vm1\.cow \/dev\/nbd1[\s\S]*already attached to \/dev\/nbd0[\s\S]*COWDISK_E_LOCKED/);
     expect(failures[3]).toMatch(/^cowdisk detach \/dev\/nbd3[\s\S]*has nothing attached[\s\S]*COWDISK_E_NOT_ATTACHED/);
-    expect(failures[4]).toMatch(/^dd [\s\S]*Operation not permitted/);
+    expect(failures[4]).toMatch(/^cowdisk attach --daemon --pid-file no-such-dir\/vm1\.pid [\s\S]*no such file[\s\S]*COWDISK_E_NOT_FOUND/);
+    expect(failures[5]).toMatch(/^dd [\s\S]*Operation not permitted/);
+    expect(out).toContain('nbd3 left free when the pid file failed');
 
     expect(out).toContain(`detached /dev/nbd0: ${join(runDir, 'vm1.cow')} closed cleanly`);
     expect(out).toContain('pid file removed');
