@@ -17,7 +17,10 @@ export interface NbdGeometry {
   blockSize?: number;
   /** NBD transmission flags (NBD_FLAG_*), as a server would send them. */
   serverFlags: number;
-  /** Seconds before a request fails; absent (or 0): requests wait for the server forever. */
+  /**
+   * Seconds before a request fails; absent (or 0): with one socket, requests wait for the server
+   * forever; with several, the kernel still gives up on a socket after the block layer's 30 s.
+   */
   timeout?: number;
 }
 

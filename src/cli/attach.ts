@@ -46,7 +46,7 @@ export function register(program: Command): void {
     .argument('[device]', '/dev/nbdN to use (default: the first free one)')
     .option('-r, --read-only', 'attach read-only (the kernel refuses writes)')
     .option('-c, --connections <n>', 'sockets between the kernel and the server (more than 1 needs multi-conn)', '1')
-    .option('-t, --timeout <seconds>', 'fail a request the server has not answered in this long (default: wait as long as it takes)')
+    .option('-t, --timeout <seconds>', 'fail a request the server has not answered in this long (default: wait as long as it takes; with more than 1 connection the kernel still gives up after 30 s)')
     .option('--poll-us <n>', 'after answering the kernel, keep polling for its next request up to this many microseconds (adapts; 0 never polls)', '200')
     .option('--ioctl', 'connect through the nbd ioctls instead of netlink (older kernels fall back to them by themselves)')
     .option('-d, --daemon', 'return once attached and keep serving in the background')

@@ -15,7 +15,10 @@
  *
  * Requests wait for the server as long as it takes unless a timeout is given: the kernel fails a
  * timed-out request with an I/O error, which is what users of qemu-nbd and rbd-nbd complain
- * about when a server stalls under load.
+ * about when a server stalls under load. That holds for one connection only: with several, the
+ * driver (nbd_xmit_timeout) applies the block layer's default of 30 s anyway, shuts down a
+ * connection whose request outlives it and moves the request to another, and fails requests once
+ * none is left.
  *
  * The end: `close()` flushes the kernel's view (refused while mounted, unless forced), disconnects
  * it, waits for every connection to end, closes the image (flushed, dirty flag cleared) and only

@@ -31,7 +31,7 @@ export interface KernelConnectOptions {
   sectorSize: number;
   /** NBD transmission flags, as a handshake would have sent them. */
   flags: number;
-  /** Seconds before a request fails; undefined: requests wait for the server as long as it takes. */
+  /** Seconds before a request fails; undefined: as long as it takes, with one socket (see attach.ts). */
   timeout: number | undefined;
   /** Shown in /sys/block/nbdN/backend. */
   backend: string;
