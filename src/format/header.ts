@@ -35,7 +35,7 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 export type ParentRef =
   | { kind: 'none' }
   /** A raw base: its size and a cheap fingerprint (inode, modification time). */
-  | { kind: 'raw'; path: string; size: number; ino: number; mtimeNs: bigint }
+  | { kind: 'raw'; path: string; size: number; ino: bigint; mtimeNs: bigint }
   /** A sealed snapshot: its size and layer digest. */
   | { kind: 'snapshot'; path: string; size: number; digest: Buffer };
 
@@ -160,7 +160,7 @@ function encodeParent(buf: Buffer, parent: ParentRef): void {
   buf.writeUInt32LE(pathBytes.length, o + 4);
   buf.writeBigUInt64LE(BigInt(parent.size), o + 8);
   if (parent.kind === 'raw') {
-    buf.writeBigUInt64LE(BigInt(parent.ino), o + 16);
+    buf.writeBigUInt64LE(parent.ino, o + 16);
     buf.writeBigUInt64LE(parent.mtimeNs, o + 24);
   } else {
     parent.digest.copy(buf, o + 32);
@@ -178,7 +178,7 @@ function decodeParent(buf: Buffer, path: string): ParentRef {
   if (parentPath.includes('\0')) throw corrupt(path, 'parent path contains a NUL byte');
   const size = readU64(buf, o + 8, path, 'parent size');
   if (kind === ParentKind.RAW) {
-    return { kind: 'raw', path: parentPath, size, ino: readU64(buf, o + 16, path, 'parent inode'), mtimeNs: buf.readBigUInt64LE(o + 24) };
+    return { kind: 'raw', path: parentPath, size, ino: buf.readBigUInt64LE(o + 16), mtimeNs: buf.readBigUInt64LE(o + 24) };
   }
   if (kind === ParentKind.SNAPSHOT) {
     return { kind: 'snapshot', path: parentPath, size, digest: Buffer.from(buf.subarray(o + 32, o + 64)) };

@@ -9,7 +9,7 @@ import type { ParentRef } from './header.js';
 
 export interface RawIdentity {
   size: number;
-  ino: number;
+  ino: bigint;
   mtimeNs: bigint;
 }
 

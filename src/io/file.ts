@@ -12,8 +12,9 @@
 
 export interface FileStat {
   size: number;
-  /** Inode number (or the memory file system's stand-in for it). */
-  ino: number;
+  /** Inode number (or the memory file system's stand-in for it): 64 bits, as overlayfs's xino
+   * and other file systems use the high bits. */
+  ino: bigint;
   /** Last modification time in nanoseconds since the epoch. */
   mtimeNs: bigint;
   /** Bytes actually allocated on disk (st_blocks * 512); equal to size where unknown. */

@@ -264,7 +264,7 @@ function statOf(node: Inode): FileStat {
     const end = Math.min(length, pos + 4096);
     if (!isZero(buf, pos, end)) allocated += end - pos;
   }
-  return { size: length, ino: node.ino, mtimeNs: node.mtimeNs, allocated, mode: node.mode };
+  return { size: length, ino: BigInt(node.ino), mtimeNs: node.mtimeNs, allocated, mode: node.mode };
 }
 
 class MemoryFile implements BlockFile {

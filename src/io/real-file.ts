@@ -28,7 +28,7 @@ export type IoMode = 'sync' | 'async';
 function toStat(st: fs.BigIntStats): FileStat {
   return {
     size: Number(st.size),
-    ino: Number(st.ino),
+    ino: st.ino,
     mtimeNs: st.mtimeNs,
     allocated: Number(st.blocks) * 512,
     mode: Number(st.mode) & 0o7777,

@@ -100,7 +100,7 @@ function overlayFields(size: number, blockSize: number, parent: ParentRef): Over
 const SIZE = 10 * 2 ** 30 + 12345;
 const parents: ParentRef[] = [
   { kind: 'none' },
-  { kind: 'raw', path: '../base/disk.raw', size: SIZE, ino: 123456789, mtimeNs: 1_699_999_999_000_000_001n },
+  { kind: 'raw', path: '../base/disk.raw', size: SIZE, ino: 0xfedc_ba98_7654_3210n, mtimeNs: 1_699_999_999_000_000_001n },
   { kind: 'snapshot', path: 'läyer.snap', size: SIZE, digest },
 ];
 
@@ -180,7 +180,6 @@ describe('overlay header', () => {
     ['a parent path with a NUL byte', (b) => (b[257] = 0)],
     ['a parent size other than the virtual size', (b) => b.writeBigUInt64LE(BigInt(SIZE - 1), 136)],
     ['a parent size beyond 2^53', (b) => b.writeBigUInt64LE(2n ** 63n, 136)],
-    ['a parent inode beyond 2^53', (b) => b.writeBigUInt64LE(2n ** 63n, 144)],
     ['a generation beyond 2^53 (no next header could be written)', (b) => b.writeBigUInt64LE(2n ** 64n - 1n, 16)],
   ];
   for (const [what, change] of bad) {
