@@ -28,11 +28,12 @@ import { parseCount } from './size.js';
 interface ServeCliOptions {
   socket?: string;
   port?: string;
-  /** bind and pollUs are always set: their options have defaults. */
+  /** bind, pollUs and handshakeTimeout are always set: their options have defaults. */
   bind: string;
   readOnly?: boolean;
   maxConnections?: string;
   pollUs: string;
+  handshakeTimeout: string;
 }
 
 interface ExportArg {
@@ -51,6 +52,7 @@ export function register(program: Command): void {
     .option('-b, --bind <address>', 'the address to listen on with --port', '127.0.0.1')
     .option('-r, --read-only', 'open every image read-only; clients get EPERM for writes')
     .option('--max-connections <n>', 'close connections beyond this many')
+    .option('--handshake-timeout <seconds>', 'disconnect a client that has not finished negotiating in this long (0: no limit)', '10')
     .option(
       '--poll-us <n>',
       'after answering, keep polling for the next request up to this many microseconds (adapts to the client; 0 never polls: lowest CPU, higher latency)',
@@ -77,7 +79,8 @@ Examples:
       const listen = parseListen(options, exportArgs[0].name);
       const maxConnections = options.maxConnections === undefined ? undefined : parseCount(options.maxConnections, '--max-connections', 1);
       const pollMicros = parseCount(options.pollUs, '--poll-us', 0);
-      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros });
+      const handshakeTimeout = parseCount(options.handshakeTimeout, '--handshake-timeout', 0) * 1000;
+      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout });
     });
 }
 
@@ -117,9 +120,11 @@ interface ServeSettings {
   readOnly: boolean;
   maxConnections: number | undefined;
   pollMicros: number;
+  /** Milliseconds; 0: no limit. */
+  handshakeTimeout: number;
 }
 
-async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros }: ServeSettings): Promise<void> {
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
     for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly }));
@@ -136,6 +141,7 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     })),
     maxConnections,
     pollMicros,
+    handshakeTimeout,
   });
   // Signals are caught before listening, so a client that connects at once can never see the
   // process die without closing its images.

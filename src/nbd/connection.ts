@@ -18,7 +18,8 @@
  * - Server shutdown: buffered requests are answered ESHUTDOWN, in-flight ones finish, then close;
  *   a connection still negotiating is closed at once.
  * Where final replies are sent, a client that does not read them is cut off after the owner's
- * drain timeout, so it cannot hold a shutdown open.
+ * drain timeout, so it cannot hold a shutdown open. A client that has not finished the handshake
+ * within the owner's handshake timeout is cut off too.
  * `done` resolves when the socket is closed and no request is in flight, which is what the server
  * waits for before it closes the devices.
  */
@@ -45,6 +46,8 @@ export interface ConnectionOwner {
   listExports(): readonly ExportConfig[];
   /** How long a closing connection may take to hand its last replies over before it is cut (ms). */
   readonly drainTimeout: number;
+  /** How long a client may take to finish the handshake before it is cut (ms; 0: no limit). */
+  readonly handshakeTimeout?: number;
   /** Keeps the event loop awake between a reply and the next request (poller.ts). */
   readonly poller?: Poller;
 }
@@ -65,6 +68,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
   private paused = false;
   private pumping = false;
   private closed = false;
+  private handshakeTimer: NodeJS.Timeout | undefined;
   private resolveDone!: () => void;
 
   constructor(
@@ -91,6 +95,14 @@ export class Connection implements HandshakeHost, TransmissionHost {
     } else {
       this.handshake = new Handshake(this);
       this.handshake.greet();
+      // A client that connects and never finishes negotiating would hold a connection slot
+      // (and, under --max-connections, lock everyone else out) for ever.
+      const limit = Math.min(owner.handshakeTimeout ?? 0, 2 ** 31 - 1); // setTimeout's own limit
+      if (limit > 0) {
+        this.handshakeTimer = setTimeout(() => {
+          if (this.handshake) this.destroy(`handshake not finished within ${limit} ms`);
+        }, limit).unref();
+      }
     }
   }
 
@@ -154,6 +166,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
         }
         if (step.kind === 'go') {
           this.handshake = undefined;
+          clearTimeout(this.handshakeTimer);
           this.transmission = new Transmission(this, step.session);
           debug('connection %d: transmission on export %s', this.id, JSON.stringify(step.session.export.name));
         }
@@ -236,6 +249,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
   }
 
   private socketClosed(): void {
+    clearTimeout(this.handshakeTimer);
     this.closed = true;
     this.ending = true;
     this.rx.clear();

@@ -34,6 +34,12 @@ export interface NbdServerOptions {
    */
   drainTimeout?: number;
   /**
+   * How long a client may take from connecting to the end of its handshake (NBD_OPT_GO or
+   * EXPORT_NAME), in milliseconds, before it is disconnected (default 10 s; 0: no limit). A client
+   * that connects and says nothing cannot hold a connection slot.
+   */
+  handshakeTimeout?: number;
+  /**
    * The longest the event loop keeps polling after a reply for the next request, in microseconds
    * (poller.ts; default 200, 0 never polls). The window adapts to the client below this.
    */
@@ -60,6 +66,7 @@ interface Listener {
 export class NbdServer implements ConnectionOwner {
   readonly exports: readonly ExportConfig[];
   readonly drainTimeout: number;
+  readonly handshakeTimeout: number;
   readonly poller: Poller;
   private readonly maxConnections: number;
   private readonly listeners: Listener[] = [];
@@ -80,6 +87,7 @@ export class NbdServer implements ConnectionOwner {
     this.exports = [...exports];
     this.maxConnections = options.maxConnections ?? Infinity;
     this.drainTimeout = options.drainTimeout ?? 10_000;
+    this.handshakeTimeout = options.handshakeTimeout ?? 10_000;
     this.poller = new Poller(options.pollMicros ?? DEFAULT_POLL_US);
   }
 

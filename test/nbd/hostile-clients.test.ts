@@ -103,6 +103,33 @@ describe('during the handshake', () => {
   });
 });
 
+describe('a client that never finishes the handshake', () => {
+  test('is disconnected after the handshake timeout, freeing its slot; a client that finished stays connected', async () => {
+    const small = await startServer([{ name: 'disk', device: new MemoryDevice({ size: 1024 * 1024 }) }], { handshakeTimeout: 300, maxConnections: 3 });
+    try {
+      const served = (await negotiate(small.socket, 'disk')).client;
+      // One says nothing after the greeting; one lists the exports and then idles.
+      const silent = await RawClient.greeted(small.socket);
+      const idler = await RawClient.greeted(small.socket);
+      await idler.write(encode.clientFlags(1));
+      await idler.write(encode.option(OPT.LIST));
+      // Not at once: only when the limit has passed.
+      expect(await silent.closedByServer(50)).toBe(false);
+      expect(await silent.closedByServer()).toBe(true);
+      expect(await idler.closedByServer()).toBe(true);
+      // The slots are free again (with all three held, a fourth connection would be refused at once).
+      const next = await negotiate(small.socket, 'disk');
+      for (const c of [served, next.client]) {
+        await c.write(encode.request(CMD.READ, 7n, 0, 4096));
+        expect((await c.simpleReply(4096)).error).toBe(0);
+        c.close();
+      }
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe('while the server closes a refused client', () => {
   test('it stops reading: a client that reads no replies and keeps sending cannot grow the server', async () => {
     // The server's own side of the socket is needed to see what it holds and reads, so this test
