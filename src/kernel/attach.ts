@@ -9,9 +9,9 @@
  * only when the image honours them. The server owns the image from then on and closes it.
  *
  * Order matters for a clean failure: everything that can be checked before touching the kernel
- * is (addon, root, driver, a busy device, the image already attached), then the image is opened
- * (the engine's lock refuses a second writer), and only then is the device connected. Any failure
- * after the image opened closes it again.
+ * is (the options, addon, root, driver, a busy device, the image already attached), then the
+ * image is opened (the engine's lock refuses a second writer), and only then is the device
+ * connected. Any failure after the image opened closes it again.
  *
  * Requests wait for the server as long as it takes unless a timeout is given: the kernel fails a
  * timed-out request with an I/O error, which is what users of qemu-nbd and rbd-nbd complain
@@ -64,6 +64,12 @@ export interface AttachOptions {
 }
 
 const READY_TIMEOUT_MS = 10_000;
+/**
+ * The longest request timeout the kernel keeps as given: nbd_set_cmd_timeout stores seconds * HZ
+ * in a 32-bit count of jiffies, unchecked, and HZ is at most 1000; a longer one could wrap around
+ * to a far shorter timeout (under a second, for some values).
+ */
+const MAX_TIMEOUT_S = Math.floor(0xffff_ffff / 1000);
 const debug = debuglog('attach');
 
 export class Attachment {
@@ -112,13 +118,20 @@ export class Attachment {
 
 /** Attaches an image to an nbd device; resolves once the device is readable. */
 export async function attach(options: AttachOptions): Promise<Attachment> {
-  const binding = requireNative();
-  requireRoot('attaching an image to an nbd device');
-  const how = await kernelInterface(binding, options.kernelInterface);
   const connections = options.connections ?? 1;
   if (!Number.isInteger(connections) || connections < 1 || connections > 16) {
     throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--connections must be 1 to 16, not ${connections}.`);
   }
+  const timeout = options.timeout ?? 0;
+  if (!Number.isInteger(timeout) || timeout < 0 || timeout > MAX_TIMEOUT_S) {
+    throw new CowdiskError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--timeout must be 0 (wait as long as it takes) to ${MAX_TIMEOUT_S} seconds (about 49 days), not ${timeout}.`,
+    );
+  }
+  const binding = requireNative();
+  requireRoot('attaching an image to an nbd device');
+  const how = await kernelInterface(binding, options.kernelInterface);
   await refuseAttached(options.image);
   let index = options.device;
   if (index !== undefined) await refuseBusy(index);
@@ -152,7 +165,7 @@ export async function attach(options: AttachOptions): Promise<Attachment> {
       sizeBytes: exp.device.size,
       sectorSize: options.sectorSize ?? 512,
       flags: transmissionFlags(exp, { structuredReplies: false }),
-      timeout: options.timeout || undefined,
+      timeout: timeout || undefined,
       backend: options.image,
     });
     connected = connection.index;

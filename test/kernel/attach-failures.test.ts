@@ -101,3 +101,22 @@ test('a device name that is not an nbd device is a usage error (exit 2)', async 
     expect(r.stderr).toContain(`[${ErrorCode.INVALID_ARGUMENT}]`);
   }
 });
+
+test('a --timeout the kernel would wrap around (it keeps seconds times HZ in 32 bits) is INVALID_ARGUMENT, before anything else', async () => {
+  let opened = false;
+  const failure = attach({
+    image,
+    timeout: 4_294_968,
+    openExport: async () => {
+      opened = true;
+      throw new Error('the image must not be opened');
+    },
+  });
+  await expect(failure).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
+  expect(((await failure.catch((e: unknown) => e)) as Error).message).toContain('4294967');
+  expect(opened).toBe(false);
+
+  const r = await cowdisk(['attach', '--timeout', '4294968', image]);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toContain(`[${ErrorCode.INVALID_ARGUMENT}]`);
+});
