@@ -76,13 +76,14 @@ void Complete(napi_env env, napi_status status, void* data) {
 
 bool Check(napi_env env, napi_status status) {
   if (status == napi_ok) return true;
+  // The failed call's description first: every N-API call, napi_is_exception_pending included,
+  // resets it. The message is a static string, so it outlives the calls after it.
+  const napi_extended_error_info* info = nullptr;
+  napi_get_last_error_info(env, &info);
+  const char* message = info && info->error_message ? info->error_message : "N-API call failed";
   bool pending = false;
   napi_is_exception_pending(env, &pending);
-  if (!pending) {
-    const napi_extended_error_info* info = nullptr;
-    napi_get_last_error_info(env, &info);
-    napi_throw_error(env, nullptr, info && info->error_message ? info->error_message : "N-API call failed");
-  }
+  if (!pending) napi_throw_error(env, nullptr, message);
   return false;
 }
 
