@@ -6,6 +6,9 @@
  * Signals: the first SIGINT / SIGTERM detaches cleanly (flush, disconnect, close the image). While
  * the device is mounted that is refused, the reason is printed and the image keeps being served: a
  * second signal forces the disconnect. `cowdisk detach` from another shell ends it the same way.
+ * A signal that arrives while attaching is held until the attach is done and then detaches: dying
+ * between connecting the kernel and recording the device would leave a connected device that no
+ * server answers and no record names. A second signal while attaching exits at once.
  *
  * --daemon: Node cannot fork, so the command starts itself again as a detached process (its own
  * session, no terminal) and waits on an IPC channel until that child reports the device attached
@@ -76,10 +79,38 @@ Examples:
       const request = parseRequest(image, device, options);
       if (options.daemon && !options.daemonChild) return startDaemon();
       if (options.daemonChild) return runDaemonChild(request);
-      const attachment = await attachImage(request);
+      const held = new HeldSignals();
+      let attachment;
+      try {
+        attachment = await attachImage(request);
+      } catch (err) {
+        held.release();
+        throw err;
+      }
       process.stdout.write(`${attachment.line}\n`);
-      await serveUntilDetached(attachment.attachment, request.pidFile);
+      await serveUntilDetached(attachment.attachment, request.pidFile, held);
     });
+}
+
+/** Catches SIGINT / SIGTERM from the start of an attach until serving takes them over. */
+class HeldSignals {
+  count = 0;
+  private readonly onSignal = (signal: NodeJS.Signals): void => {
+    if (++this.count > 1) process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+    process.stderr.write(`cowdisk: ${signal}: detaching as soon as the attach is done; signal again to stop at once\n`);
+  };
+
+  constructor() {
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+  }
+
+  /** Stops catching; returns how many signals arrived. */
+  release(): number {
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+    return this.count;
+  }
 }
 
 interface AttachRequest {
@@ -141,7 +172,7 @@ async function attachImage(request: AttachRequest): Promise<{ attachment: Attach
 }
 
 /** Serves until the device is detached, by a signal here or by `cowdisk detach` elsewhere. */
-async function serveUntilDetached(attachment: Attachment, pidFile: string | undefined): Promise<void> {
+async function serveUntilDetached(attachment: Attachment, pidFile: string | undefined, held: HeldSignals): Promise<void> {
   let signals = 0;
   const onSignal = (): void => {
     signals++;
@@ -153,6 +184,8 @@ async function serveUntilDetached(attachment: Attachment, pidFile: string | unde
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Installed before the held ones go, with no await between: no signal finds neither.
+  if (held.release() > 0) onSignal();
   try {
     await attachment.ended;
     // Joins a close a signal started, or closes the image after a detach from elsewhere.
@@ -201,14 +234,16 @@ async function runDaemonChild(request: AttachRequest): Promise<void> {
     process.send?.(report);
     if (process.connected) process.disconnect();
   };
+  const held = new HeldSignals();
   let attached;
   try {
     attached = await attachImage(request);
   } catch (err) {
+    held.release();
     const e = isCowdiskError(err) ? err : new CowdiskError(ErrorCode.IO, String((err as Error)?.message ?? err));
     send({ error: { code: e.code, message: e.message } });
     throw err;
   }
   send({ attached: attached.attachment.device, line: attached.line });
-  await serveUntilDetached(attached.attachment, request.pidFile);
+  await serveUntilDetached(attached.attachment, request.pidFile, held);
 }

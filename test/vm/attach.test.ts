@@ -151,6 +151,18 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
         echo "foreground attach exited with $?"
         cat ro.out ro.err
 
+        # SIGTERM as soon as the kernel has the device, maybe before the attach has recorded it:
+        # held until the attach is done, then a clean detach; never a device left behind.
+        ${COWDISK_COMMAND} attach --read-only vm1.cow /dev/nbd3 > early.out 2>&1 &
+        early=$!
+        until [ -e /sys/block/nbd3/pid ]; do kill -0 $early; done
+        kill -TERM $early
+        wait $early
+        echo "attach signalled early exited with $?"
+        test ! -e /sys/block/nbd3/pid
+        test -z "$(ls /run/cowdisk)"
+        echo "nbd3 left free after an early signal"
+
         # An orphan: the serving process is killed, the kernel keeps the device configured.
         ${COWDISK_COMMAND} attach --read-only vm1.cow /dev/nbd2 > orphan.out 2>&1 &
         orphan=$!
@@ -196,6 +208,8 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
     expect(out).toContain('second ioctl connect refused: EBUSY, ioctl(NBD_SET_SOCK)');
     expect(out).toMatch(/nbd1 kept running at \d+ bytes/);
     expect(out).toContain('foreground attach exited with 0');
+    expect(out).toContain('attach signalled early exited with 0');
+    expect(out).toContain('nbd3 left free after an early signal');
     expect(out).toMatch(/had died[\s\S]*read-only/);
 
     // On the host: the base is unchanged, and the overlay holds the new files.
