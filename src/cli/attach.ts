@@ -79,16 +79,9 @@ Examples:
       const request = parseRequest(image, device, options);
       if (options.daemon && !options.daemonChild) return startDaemon();
       if (options.daemonChild) return runDaemonChild(request);
-      const held = new HeldSignals();
-      let attachment;
-      try {
-        attachment = await attachImage(request);
-      } catch (err) {
-        held.release();
-        throw err;
-      }
-      process.stdout.write(`${attachment.line}\n`);
-      await serveUntilDetached(attachment.attachment, request.pidFile, held);
+      const attached = await attachImage(request);
+      process.stdout.write(`${attached.line}\n`);
+      await serveUntilDetached(attached.attachment, request.pidFile, attached.held);
     });
 }
 
@@ -137,7 +130,21 @@ function parseRequest(image: string, device: string | undefined, options: Attach
   };
 }
 
-async function attachImage(request: AttachRequest): Promise<{ attachment: Attachment; line: string }> {
+/**
+ * Attaches, catching signals from the start (HeldSignals): the caller hands `held` to
+ * serveUntilDetached, which takes them over. On failure they are released here.
+ */
+async function attachImage(request: AttachRequest): Promise<{ attachment: Attachment; line: string; held: HeldSignals }> {
+  const held = new HeldSignals();
+  try {
+    return await attachHeld(request, held);
+  } catch (err) {
+    held.release();
+    throw err;
+  }
+}
+
+async function attachHeld(request: AttachRequest, held: HeldSignals): Promise<{ attachment: Attachment; line: string; held: HeldSignals }> {
   const started = performance.now();
   // Loaded here, not at the top: the --daemon parent and `attach --list` never need the engine or
   // the server, and every module costs start-up time (seconds under emulation, see the VM test).
@@ -168,7 +175,7 @@ async function attachImage(request: AttachRequest): Promise<{ attachment: Attach
       throw ioError(err, request.pidFile, 'writing the pid file');
     }
   }
-  return { attachment, line: `attached ${path.basename(r.image)} to ${r.device} in ${ms} ms (${what})` };
+  return { attachment, line: `attached ${path.basename(r.image)} to ${r.device} in ${ms} ms (${what})`, held };
 }
 
 /** Serves until the device is detached, by a signal here or by `cowdisk detach` elsewhere. */
@@ -234,16 +241,14 @@ async function runDaemonChild(request: AttachRequest): Promise<void> {
     process.send?.(report);
     if (process.connected) process.disconnect();
   };
-  const held = new HeldSignals();
   let attached;
   try {
     attached = await attachImage(request);
   } catch (err) {
-    held.release();
     const e = isCowdiskError(err) ? err : new CowdiskError(ErrorCode.IO, String((err as Error)?.message ?? err));
     send({ error: { code: e.code, message: e.message } });
     throw err;
   }
   send({ attached: attached.attachment.device, line: attached.line });
-  await serveUntilDetached(attached.attachment, request.pidFile, held);
+  await serveUntilDetached(attached.attachment, request.pidFile, attached.held);
 }
