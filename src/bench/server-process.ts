@@ -1,13 +1,22 @@
 /**
  * Starting and stopping the bench's NBD server child (server-main.ts) from the bench process.
  * The child is the same Node binary running the built server-main.js; it is stopped by its PID
- * with SIGTERM, and killed only if it has not finished closing the image in STOP_TIMEOUT_MS.
+ * with SIGTERM, and killed only if it has not finished closing the image in STOP_TIMEOUT_MS. A child
+ * that neither listens nor exits within START_TIMEOUT_MS is killed, so the bench cannot hang there.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { CowdiskError, ErrorCode } from '../errors.js';
 
 const STOP_TIMEOUT_MS = 30_000;
+const START_TIMEOUT_MS = 60_000;
+
+export interface StartOptions {
+  /** The script the child runs (tests give one of their own); default the built server-main.js. */
+  entry?: string;
+  /** How long the child may take to listen (ms). */
+  startTimeoutMs?: number;
+}
 
 export interface ServerProcess {
   readonly pid: number;
@@ -16,8 +25,8 @@ export interface ServerProcess {
 }
 
 /** Starts the server on `image`, listening on the Unix socket `socket`; resolves once it listens. */
-export function startServerProcess(image: string, socket: string): Promise<ServerProcess> {
-  const entry = fileURLToPath(new URL('./server-main.js', import.meta.url));
+export function startServerProcess(image: string, socket: string, options: StartOptions = {}): Promise<ServerProcess> {
+  const entry = options.entry ?? fileURLToPath(new URL('./server-main.js', import.meta.url));
   const child = spawn(process.execPath, [entry, image, socket], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
@@ -27,11 +36,22 @@ export function startServerProcess(image: string, socket: string): Promise<Serve
 
   return new Promise((resolve, reject) => {
     let stdout = '';
+    const limit = options.startTimeoutMs ?? START_TIMEOUT_MS;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, limit);
     child.once('error', (err) => reject(failed(`could not start (${err.message})`)));
-    void exited.then((code) => reject(failed(`exited with ${code} before listening`)));
+    // Rejects only once the child is gone, whichever way it went.
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(failed(timedOut ? `did not start listening within ${limit / 1000} s, and was stopped` : `exited with ${code} before listening`));
+    });
     child.stdout!.setEncoding('utf8').on('data', (s: string) => {
       stdout += s;
       if (stdout.includes('ready\n')) {
+        clearTimeout(timer);
         resolve({
           pid: child.pid!,
           stop: async () => {
