@@ -238,7 +238,10 @@ async function startDaemon(): Promise<void> {
 /** The child side of --daemon: attach, report to the parent, then serve like the foreground. */
 async function runDaemonChild(request: AttachRequest): Promise<void> {
   const send = (report: DaemonReport): void => {
-    process.send?.(report);
+    // The parent may be gone (a Ctrl-C while it waited): the report is then for nobody. With a
+    // callback a failed send is not an 'error' event, which would kill the process now serving
+    // the device and leave the kernel with a device nothing answers.
+    if (process.connected) process.send?.(report, undefined, undefined, () => {});
     if (process.connected) process.disconnect();
   };
   let attached;

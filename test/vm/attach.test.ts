@@ -163,6 +163,21 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
         test -z "$(ls /run/cowdisk)"
         echo "nbd3 left free after an early signal"
 
+        # The --daemon parent dies while it waits for the report (Ctrl-C at its terminal): the
+        # child attaches all the same, with nobody to report to, and keeps serving.
+        ${COWDISK_COMMAND} attach --daemon --read-only vm1.cow /dev/nbd3 > /dev/null 2>&1 &
+        parent=$!
+        child=
+        while [ -z "$child" ]; do kill -0 $parent; child=$(awk -v p=$parent '$4 == p { print $1 }' /proc/[0-9]*/stat 2> /dev/null); done
+        kill -9 $parent
+        wait $parent || true
+        for i in $(seq 1 600); do [ -e /sys/block/nbd3/pid ] && break; sleep 0.1; done
+        sleep 1
+        kill -0 $child
+        dd if=/dev/nbd3 of=/dev/null bs=4096 count=1 status=none
+        cowdisk detach /dev/nbd3
+        echo "the daemon child kept serving without its parent"
+
         # An orphan: the serving process is killed, the kernel keeps the device configured.
         ${COWDISK_COMMAND} attach --read-only vm1.cow /dev/nbd2 > orphan.out 2>&1 &
         orphan=$!
@@ -210,6 +225,8 @@ test('attach serves a clone as /dev/nbd0 to the kernel; files written land in th
     expect(out).toContain('foreground attach exited with 0');
     expect(out).toContain('attach signalled early exited with 0');
     expect(out).toContain('nbd3 left free after an early signal');
+    expect(out).toContain(`detached /dev/nbd3: ${join(runDir, 'vm1.cow')} closed cleanly`);
+    expect(out).toContain('the daemon child kept serving without its parent');
     expect(out).toMatch(/had died[\s\S]*read-only/);
 
     // On the host: the base is unchanged, and the overlay holds the new files.
