@@ -90,7 +90,7 @@ export class OverlayFile {
       if (spec.mode !== undefined) await fs.chmod(tmp, spec.mode);
       await handle.sync();
       await handle.close();
-      await fs.rename(tmp, abs);
+      await fs.publish(tmp, abs);
     } catch (err) {
       // Whatever step failed (EIO, a full disk), the half-made file must not stay behind.
       await handle.close().catch(() => undefined);

@@ -21,7 +21,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import * as path from 'node:path';
 import { compress, uncompressSync } from 'lz4-napi';
-import { CowdiskError, ErrorCode } from '../errors.js';
+import { CowdiskError, ErrorCode, isCowdiskError } from '../errors.js';
 import type { BlockFile, FileSystem } from '../io/file.js';
 import {
   BlockKind,
@@ -448,14 +448,16 @@ export class SnapshotWriter {
     await this.file.write(encodeSnapshotHeader(header), 0);
     await this.file.sync();
     await this.file.close();
-    if (await this.fs.exists(this.finalPath)) {
+    await this.fs.chmod(this.tmpPath, 0o444);
+    try {
+      await this.fs.publish(this.tmpPath, this.finalPath);
+    } catch (err) {
+      if (!isCowdiskError(err, ErrorCode.EXISTS)) throw err;
       await this.fs.unlink(this.tmpPath);
       throw new CowdiskError(ErrorCode.EXISTS, `${this.finalPath} appeared while the layer was written; the new layer was discarded.`, {
         path: this.finalPath,
       });
     }
-    await this.fs.chmod(this.tmpPath, 0o444);
-    await this.fs.rename(this.tmpPath, this.finalPath);
     await this.fs.syncDir(path.dirname(this.finalPath));
     return header;
   }

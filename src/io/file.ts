@@ -78,6 +78,12 @@ export interface FileSystem {
   exists(path: string): Promise<boolean>;
   /** Atomically replaces `to` with `from` (durable after syncDir). */
   rename(from: string, to: string): Promise<void>;
+  /**
+   * Gives the file `from` the name `to`, atomically, but never over a file that exists there
+   * (EXISTS, naming `to`; `from` is left as it was). How a finished image gets its name: an
+   * existing file is never replaced, even one that appeared while the image was being written.
+   */
+  publish(from: string, to: string): Promise<void>;
   unlink(path: string): Promise<void>;
   /** Makes earlier create / rename / unlink in directory `dir` durable. */
   syncDir(dir: string): Promise<void>;

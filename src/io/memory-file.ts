@@ -170,6 +170,16 @@ export class MemoryFileSystem implements FileSystem {
     this.names.set(path.resolve(to), node);
   }
 
+  async publish(from: string, to: string): Promise<void> {
+    // One operation, as the rename it replaces (tests count operations to pick crash points).
+    await this.before({ op: 'rename', path: from });
+    const node = this.lookup(from);
+    const target = path.resolve(to);
+    if (this.names.has(target)) throw ioError(Object.assign(new Error('exists'), { code: 'EEXIST' }), target, `naming ${from}`);
+    this.names.delete(path.resolve(from));
+    this.names.set(target, node);
+  }
+
   async unlink(file: string): Promise<void> {
     await this.before({ op: 'unlink', path: file });
     this.lookup(file);

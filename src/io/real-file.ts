@@ -220,6 +220,23 @@ export class RealFileSystem implements FileSystem {
     }
   }
 
+  async publish(from: string, to: string): Promise<void> {
+    // link() fails with EEXIST rather than replace; then the temporary name goes. File systems
+    // without hard links fall back to a check and a rename (a window, but no worse than before).
+    try {
+      fs.linkSync(from, to);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw ioError(err, to, `naming ${from}`);
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS' && code !== 'EMLINK') {
+        throw ioError(err, from, `naming it ${to}`);
+      }
+      if (fs.existsSync(to)) throw ioError(Object.assign(new Error('exists'), { code: 'EEXIST' }), to, `naming ${from}`);
+      return this.rename(from, to);
+    }
+    await this.unlink(from);
+  }
+
   async unlink(file: string): Promise<void> {
     try {
       fs.unlinkSync(file);

@@ -76,6 +76,18 @@ describe('create', () => {
     await expect(OverlayFile.create(fs, FILE, SPEC)).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: FILE });
   });
 
+  test('nor is one that appears while the overlay is being made: EXISTS, and that file is left as it is', async () => {
+    const fs = new MemoryFileSystem();
+    const theirs = Buffer.from('somebody else made this file meanwhile');
+    fs.inject = (op) => {
+      if (op.op === 'rename' && !fs.list('/o').includes(FILE)) fs.put(FILE, theirs);
+      return undefined;
+    };
+    await expect(OverlayFile.create(fs, FILE, SPEC)).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: FILE });
+    expect(fs.get(FILE)).toEqual(theirs);
+    expect(fs.list('/o')).toEqual([FILE]);
+  });
+
   test('a disk of more than 2^31 blocks is INVALID_ARGUMENT (the caller asked for it; nothing is damaged), and no file is made', async () => {
     const fs = new MemoryFileSystem();
     const err = await OverlayFile.create(fs, FILE, { ...SPEC, size: 2 ** 31 * 4096 + 1 }).catch((e: unknown) => e);

@@ -50,6 +50,10 @@ export class WatchedFileSystem implements FileSystem {
     return this.inner.rename(from, to);
   }
 
+  publish(from: string, to: string): Promise<void> {
+    return this.inner.publish(from, to);
+  }
+
   unlink(path: string): Promise<void> {
     return this.inner.unlink(path);
   }

@@ -146,6 +146,19 @@ describe('namespace durability (syncDir)', () => {
     expect(fs.get('/d/final')).toEqual(Buffer.from('data'));
   });
 
+  test('publish names a file but never over one that exists (EXISTS), and is undone by a crash before syncDir', async () => {
+    const fs = new MemoryFileSystem();
+    await fileWith(fs, '/d/tmp', Buffer.from('new'));
+    await fileWith(fs, '/d/other', Buffer.from('old'));
+    await expect(fs.publish('/d/tmp', '/d/other')).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: '/d/other' });
+    expect(fs.get('/d/other')).toEqual(Buffer.from('old'));
+    await fs.publish('/d/tmp', '/d/final');
+    expect(fs.get('/d/final')).toEqual(Buffer.from('new'));
+    fs.crash();
+    expect(await fs.exists('/d/final')).toBe(false);
+    expect(await fs.exists('/d/tmp')).toBe(true);
+  });
+
   test('an unlink is undone by a crash before syncDir', async () => {
     const fs = new MemoryFileSystem();
     await fileWith(fs, '/d/a', Buffer.from('keep'));

@@ -110,6 +110,20 @@ test('rename replaces the target, unlink removes, exists and syncDir work on the
   expect(await fs.exists(b)).toBe(false);
 });
 
+test('publish names a file, but never over one that exists: EXISTS naming the target, both files untouched', async () => {
+  const tmp = path.join(dir, 'img.partial');
+  const final = path.join(dir, 'img');
+  fsp.writeFileSync(tmp, 'new');
+  await fs.publish(tmp, final);
+  expect(fsp.readdirSync(dir)).toEqual(['img']);
+  expect(fsp.readFileSync(final, 'utf8')).toBe('new');
+
+  fsp.writeFileSync(tmp, 'newer');
+  await expect(fs.publish(tmp, final)).rejects.toMatchObject({ code: ErrorCode.EXISTS, path: final });
+  expect(fsp.readFileSync(final, 'utf8')).toBe('new');
+  expect(fsp.readFileSync(tmp, 'utf8')).toBe('newer');
+});
+
 test('chmod makes a file read-only for everyone', async () => {
   const file = path.join(dir, 'a');
   fsp.writeFileSync(file, 'abc');

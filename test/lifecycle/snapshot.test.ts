@@ -193,6 +193,7 @@ class CountingFileSystem implements FileSystem {
   stat = (file: string) => this.inner.stat(file);
   exists = (file: string) => this.inner.exists(file);
   rename = (from: string, to: string) => this.inner.rename(from, to);
+  publish = (from: string, to: string) => this.inner.publish(from, to);
   unlink = (file: string) => this.inner.unlink(file);
   syncDir = (dir: string) => this.inner.syncDir(dir);
   chmod = (file: string, mode: number) => this.inner.chmod(file, mode);

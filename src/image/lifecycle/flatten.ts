@@ -111,7 +111,7 @@ async function copyToOverlay(fs: FileSystem, image: Image, set: Parameters<typeo
     }
     // Closing flushes what is left: it can fail too (a full disk), and must not leave the copy.
     await target.close();
-    await fs.rename(tmp, out);
+    await fs.publish(tmp, out);
   } catch (err) {
     await fs.unlink(tmp).catch(() => undefined);
     throw err;
