@@ -137,14 +137,14 @@ function parseRequest(image: string, device: string | undefined, options: Attach
 async function attachImage(request: AttachRequest): Promise<{ attachment: Attachment; line: string; held: HeldSignals }> {
   const held = new HeldSignals();
   try {
-    return await attachHeld(request, held);
+    return { ...(await attachDevice(request)), held };
   } catch (err) {
     held.release();
     throw err;
   }
 }
 
-async function attachHeld(request: AttachRequest, held: HeldSignals): Promise<{ attachment: Attachment; line: string; held: HeldSignals }> {
+async function attachDevice(request: AttachRequest): Promise<{ attachment: Attachment; line: string }> {
   const started = performance.now();
   // Loaded here, not at the top: the --daemon parent and `attach --list` never need the engine or
   // the server, and every module costs start-up time (seconds under emulation, see the VM test).
@@ -175,7 +175,7 @@ async function attachHeld(request: AttachRequest, held: HeldSignals): Promise<{ 
       throw ioError(err, request.pidFile, 'writing the pid file');
     }
   }
-  return { attachment, line: `attached ${path.basename(r.image)} to ${r.device} in ${ms} ms (${what})`, held };
+  return { attachment, line: `attached ${path.basename(r.image)} to ${r.device} in ${ms} ms (${what})` };
 }
 
 /** Serves until the device is detached, by a signal here or by `cowdisk detach` elsewhere. */
