@@ -42,7 +42,11 @@ export function startServerProcess(image: string, socket: string, options: Start
       timedOut = true;
       child.kill('SIGKILL');
     }, limit);
-    child.once('error', (err) => reject(failed(`could not start (${err.message})`)));
+    child.once('error', (err) => {
+      // A child that could not be spawned never exits: the start timer must not outlive it.
+      clearTimeout(timer);
+      reject(failed(`could not start (${err.message})`));
+    });
     // Rejects only once the child is gone, whichever way it went.
     void exited.then((code) => {
       clearTimeout(timer);
