@@ -21,7 +21,7 @@
  *
  * Two ways to reach the clone:
  * - through NBD (the default): the real server (src/nbd) in a child process (server-main.ts),
- *   cowdisk's client (src/nbd/client.ts) in this one, over a Unix socket in the temporary
+ *   cowdisk's client (src/bench/nbd-client.ts) in this one, over a Unix socket in the temporary
  *   directory. Two processes, because one event loop shared by client and server would charge
  *   each request with the other side's work;
  * - `engine`: BlockDevice calls on the clone in this process, no protocol, which shows what the
@@ -36,7 +36,7 @@ import { defaultSubBlocks } from '../format/constants.js';
 import { cloneImage, createImage } from '../image/create.js';
 import { describeImage, type ImageDescription } from '../image/info.js';
 import { openImage, type ImageKind } from '../image/open.js';
-import { NbdClient } from '../nbd/client.js';
+import { NbdClient } from './nbd-client.js';
 import { summarize, type LatencySummary } from './latency.js';
 import { startServerProcess, type ServerProcess } from './server-process.js';
 import { measuredOffset, planWrites, warmupOffset, type WritePlan } from './workload.js';

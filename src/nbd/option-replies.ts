@@ -4,17 +4,7 @@
  * here: each function returns a fresh buffer holding one whole message.
  */
 import { HandshakeFlag, Info, Magic, Rep, Size } from './constants.js';
-
-/** Writes a 64-bit unsigned integer (a JavaScript number below 2^53) big-endian. */
-export function writeU64(buf: Buffer, value: number, at: number): void {
-  buf.writeUInt32BE(Math.floor(value / 0x100000000), at);
-  buf.writeUInt32BE(value >>> 0, at + 4);
-}
-
-/** Reads a 64-bit unsigned integer; exact below 2^53, and larger values still compare as larger. */
-export function readU64(buf: Buffer, at: number): number {
-  return buf.readUInt32BE(at) * 0x100000000 + buf.readUInt32BE(at + 4);
-}
+import { writeU64 } from './u64.js';
 
 /** 'NBDMAGIC', 'IHAVEOPT', handshake flags FIXED_NEWSTYLE | NO_ZEROES. */
 export function greeting(): Buffer {

@@ -15,7 +15,7 @@
  */
 import type { Socket } from 'node:net';
 import { Magic, ReplyFlag, ReplyType, Size } from './constants.js';
-import { writeU64 } from './option-replies.js';
+import { writeU64 } from './u64.js';
 
 const ARENA_SIZE = 16 * 1024;
 

@@ -26,7 +26,7 @@ import { blockSizes, isReadOnly } from './exports.js';
 import type { ReceiveBuffer } from './framing.js';
 import type { Session } from './handshake.js';
 import { descriptors, type MetaContext } from './meta-context.js';
-import { readU64 } from './option-replies.js';
+import { readU64 } from './u64.js';
 import type { ReplyWriter } from './reply-writer.js';
 
 export interface TransmissionHost {

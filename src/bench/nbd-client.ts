@@ -29,9 +29,9 @@
  */
 import * as net from 'node:net';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { ClientFlag, Cmd, CmdFlag, HandshakeFlag, Info, Limit, Magic, NbdErrno, Opt, Rep, Size, TransmissionFlag, commandName } from './constants.js';
-import { ReceiveBuffer } from './framing.js';
-import { readU64, writeU64 } from './option-replies.js';
+import { ClientFlag, Cmd, CmdFlag, HandshakeFlag, Info, Limit, Magic, NbdErrno, Opt, Rep, Size, TransmissionFlag, commandName } from '../nbd/constants.js';
+import { ReceiveBuffer } from '../nbd/framing.js';
+import { readU64, writeU64 } from '../nbd/u64.js';
 
 /** Option replies longer than this are a broken or hostile server, not an answer to NBD_OPT_GO. */
 const MAX_OPTION_REPLY = 64 * 1024;

@@ -1,5 +1,5 @@
 /**
- * cowdisk's own NBD client (src/nbd/client.ts, used by `cowdisk bench`) against a server that is
+ * cowdisk's own NBD client (src/bench/nbd-client.ts, used by `cowdisk bench`) against a server that is
  * not cowdisk's: nbdkit, with its memory plugin and a few of its filters. What the client writes
  * is read back by nbdcopy (libnbd), and what nbdcopy writes is read by the client, so neither
  * side is checked only against itself.
@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
-import { NbdClient, NbdReplyError } from '../../src/nbd/client.js';
+import { NbdClient, NbdReplyError } from '../../src/bench/nbd-client.js';
 import { NbdErrno, TransmissionFlag } from '../../src/nbd/constants.js';
 import { run, tool } from '../helpers/nbd-tools.js';
 
