@@ -3,19 +3,33 @@
  * lifecycle, serve them over NBD and attach them to the kernel. The CLI (src/cli) is a thin shell
  * over these.
  */
-export { CowdiskError, ErrorCode, isCowdiskError } from './errors.js';
+export { CowdiskError, ErrorCode, ioError, isCowdiskError, type ErrorCodeValue } from './errors.js';
 export type { BlockDevice, Capabilities, Extent, LayerInfo, WriteOptions, ZeroOptions } from './image/device.js';
 export { openImage, detectKind, type Image, type ImageKind, type OpenImageOptions } from './image/open.js';
-export { createImage, cloneImage, type CreateOptions, type CloneOptions } from './image/create.js';
-export { importRaw, type ImportOptions } from './image/import.js';
-export { exportRaw, type ExportOptions } from './image/export.js';
-export { describeImage, type ImageDescription, type LayerDescription, type Allocation, type DescribeOptions } from './image/info.js';
-export { mapExtents, type MappedExtent } from './image/map.js';
-export { checkImage, type CheckReport, type CheckOptions, type Problem } from './image/check.js';
-export * from './image/lifecycle/index.js';
+export { createImage, cloneImage, type CreateOptions, type CloneOptions } from './ops/create.js';
+export { importRaw, type ImportOptions } from './ops/import.js';
+export { exportRaw, type ExportOptions } from './ops/export.js';
+export { describeImage, type ImageDescription, type LayerDescription, type Allocation, type DescribeOptions } from './ops/info.js';
+export { mapExtents, type MappedExtent } from './ops/map.js';
+export { checkImage, type CheckReport, type CheckOptions, type Problem } from './ops/check.js';
+export { snapshotOverlay } from './ops/snapshot.js';
+export { commitOverlay, type CommitOptions, type CommitResult } from './ops/commit.js';
+export { rebaseOverlay, type RebaseOptions, type RebaseResult } from './ops/rebase.js';
+export { flattenImage, type FlattenOptions, type FlattenResult } from './ops/flatten.js';
+export { diffImage, openDiff, diffRanges, type DiffOptions, type DiffRange, type DiffResult, type DiffSides } from './ops/diff.js';
+export { diffFiles, type FileChange, type FileChangeKind } from './fsdiff/files.js';
+export { gcImage, type GcResult } from './ops/gc.js';
+export type { LifecycleOptions, SealResult } from './ops/seal.js';
 export { NbdServer, transmissionFlags, type NbdServerOptions, type ListenOptions, type ExportConfig } from './nbd/index.js';
+export { DEFAULT_POLL_US } from './nbd/poller.js';
 export { attach, Attachment, type AttachOptions } from './kernel/attach.js';
 export { detach, type DetachOptions, type DetachResult } from './kernel/detach.js';
+export { parseDevice } from './kernel/devices.js';
+export { inventory, type DeviceEntry } from './kernel/inventory.js';
+export { BenchInterrupted, MAX_QUEUE_DEPTH, runBench, type BenchOptions, type BenchResult } from './bench/runner.js';
+export { DEFAULT_COUNT, WARMUP_REQUESTS } from './bench/workload.js';
+export type { HistogramBucket, LatencySummary } from './bench/latency.js';
+export { DEFAULT_BLOCK_SIZE } from './format/constants.js';
 export type { BlockFile, FileSystem } from './io/file.js';
 export { RealFileSystem, realFileSystem } from './io/real-file.js';
 export { MemoryFileSystem } from './io/memory-file.js';

@@ -20,9 +20,7 @@ import { rename, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Option, type Command } from 'commander';
-import { CowdiskError, ErrorCode, ioError, isCowdiskError } from '../errors.js';
-import type { Attachment } from '../kernel/attach.js';
-import { parseDevice } from '../kernel/devices.js';
+import { attach, CowdiskError, ErrorCode, ioError, isCowdiskError, openImage, parseDevice, type Attachment } from '../index.js';
 import { printDevices } from './devices.js';
 import { parseCount } from './size.js';
 
@@ -146,9 +144,6 @@ async function attachImage(request: AttachRequest): Promise<{ attachment: Attach
 
 async function attachDevice(request: AttachRequest): Promise<{ attachment: Attachment; line: string }> {
   const started = performance.now();
-  // Loaded here, not at the top: the --daemon parent and `attach --list` never need the engine or
-  // the server, and every module costs start-up time (seconds under emulation, see the VM test).
-  const [{ attach }, { openImage }] = await Promise.all([import('../kernel/attach.js'), import('../image/open.js')]);
   const attachment = await attach({
     image: request.image,
     openExport: async () => ({

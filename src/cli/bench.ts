@@ -6,9 +6,7 @@
  * the exit code is 130. A second signal exits at once, and the temporary directory still goes.
  */
 import type { Command } from 'commander';
-import type { HistogramBucket, LatencySummary } from '../bench/latency.js';
-import { BenchInterrupted, MAX_QUEUE_DEPTH, runBench, type BenchResult } from '../bench/runner.js';
-import { DEFAULT_COUNT, WARMUP_REQUESTS } from '../bench/workload.js';
+import { BenchInterrupted, DEFAULT_COUNT, MAX_QUEUE_DEPTH, runBench, WARMUP_REQUESTS, type BenchResult, type HistogramBucket, type LatencySummary } from '../index.js';
 import { count, formatTable, printJson, printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 

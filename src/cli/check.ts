@@ -1,14 +1,14 @@
 /**
  * `cowdisk check IMAGE [--repair] [--json]`: verify an image and its whole chain (headers, state
  * maps, every stored block against its SHA-256, every layer digest), naming each bad block; with
- * --repair, restore the overlay's invariants (src/image/check.ts).
+ * --repair, restore the overlay's invariants (src/ops/check.ts).
  *
  * Exit status: 0 when no error was found (warnings, such as "not closed cleanly", allowed), 3 when
  * any was, repaired or not, so a script never mistakes a repaired image for an intact one.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { checkImage, type CheckReport, type Problem } from '../image/check.js';
+import { checkImage, type CheckReport, type Problem } from '../index.js';
 import { ExitCode } from './exit-codes.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';

@@ -4,8 +4,7 @@
  * fingerprint), and costs a header and a sparse file however large the parent is.
  */
 import type { Command } from 'commander';
-import { cloneImage } from '../image/create.js';
-import { openImage } from '../image/open.js';
+import { cloneImage, openImage } from '../index.js';
 import { printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 

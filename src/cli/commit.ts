@@ -1,10 +1,10 @@
 /**
  * `cowdisk commit OVERLAY [--into LAYER]`: merge an overlay into its parent (or down to LAYER), as
  * `qemu-img commit` does, except that sealed layers are never modified: a new layer replaces the
- * merged ones and they stay valid for every other clone (src/image/lifecycle/commit.ts).
+ * merged ones and they stay valid for every other clone (src/ops/commit.ts).
  */
 import type { Command } from 'commander';
-import { commitOverlay } from '../image/lifecycle/commit.js';
+import { commitOverlay } from '../index.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize } from './size.js';

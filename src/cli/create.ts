@@ -1,10 +1,9 @@
 /**
  * `cowdisk create IMAGE --size SIZE`: an empty writable overlay with no parent, a blank disk.
- * Whatever the size, the cost is a header and a sparse file (src/image/create.ts).
+ * Whatever the size, the cost is a header and a sparse file (src/ops/create.ts).
  */
 import type { Command } from 'commander';
-import { DEFAULT_BLOCK_SIZE } from '../format/constants.js';
-import { createImage } from '../image/create.js';
+import { createImage, DEFAULT_BLOCK_SIZE } from '../index.js';
 import { printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 

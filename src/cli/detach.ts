@@ -3,8 +3,7 @@
  * has closed the image cleanly. The work is in src/kernel/detach.ts.
  */
 import type { Command } from 'commander';
-import { parseDevice } from '../kernel/devices.js';
-import { detach } from '../kernel/detach.js';
+import { detach, parseDevice } from '../index.js';
 import { parseCount } from './size.js';
 
 interface DetachCliOptions {

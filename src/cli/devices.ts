@@ -3,7 +3,7 @@
  * Reads sysfs and the attach records only, so it needs neither root nor the native addon.
  */
 import type { Command } from 'commander';
-import { inventory, type DeviceEntry } from '../kernel/inventory.js';
+import { inventory, type DeviceEntry } from '../index.js';
 import { formatTable, printJson, printLines } from './output.js';
 import { formatSize } from './size.js';
 

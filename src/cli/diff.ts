@@ -1,10 +1,10 @@
 /**
  * `cowdisk diff IMAGE [--against LAYER] [--files] [--json]`: what an image changed, as byte ranges
  * with their state, or (--files, ext4) as the paths `docker diff` would print
- * (src/image/lifecycle/diff.ts, files.ts). Read-only: it runs while the image is served.
+ * (src/ops/diff.ts, src/fsdiff/files.ts). Read-only: it runs while the image is served.
  */
 import type { Command } from 'commander';
-import { type DiffResult, diffRanges, openDiff } from '../image/lifecycle/diff.js';
+import { diffFiles, diffRanges, openDiff, type DiffResult } from '../index.js';
 import { count, formatTable, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize, sizeOption } from './size.js';
@@ -51,8 +51,7 @@ Examples:
       const sides = await openDiff(image, { against: options.against, rawBlockSize: options.blockSize });
       try {
         const result = await withProgress(`comparing ${image}`, (onProgress) => diffRanges(sides, onProgress));
-        // Loaded only when asked: it brings in the NBD server that serves the file views.
-        const files = options.files ? await (await import('../image/lifecycle/files.js')).diffFiles(sides, result.ranges) : undefined;
+        const files = options.files ? await diffFiles(sides, result.ranges) : undefined;
         if (options.json) printJson(files ? { ...result, files } : result);
         else if (files) printLines(files.map((f) => `${f.kind} ${f.path}`));
         else printLines(render(image, result));

@@ -1,7 +1,7 @@
+import { CowdiskError, ErrorCode } from '../index.js';
 /**
  * Exit codes, documented in docs/CLI.md. Scripts branch on these, so they never change meaning.
  */
-import { CowdiskError, ErrorCode } from '../errors.js';
 
 export const ExitCode = {
   /** Success. */

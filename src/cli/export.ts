@@ -1,11 +1,9 @@
 /**
  * `cowdisk export IMAGE OUT`: the disk as the whole chain reads it, flattened into one sparse raw
- * file (zero and unallocated ranges stay holes). The work is src/image/export.ts.
+ * file (zero and unallocated ranges stay holes). The work is src/ops/export.ts.
  */
 import type { Command } from 'commander';
-import { exportRaw } from '../image/export.js';
-import { openImage } from '../image/open.js';
-import { realFileSystem } from '../io/real-file.js';
+import { exportRaw, openImage, realFileSystem } from '../index.js';
 import { printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize } from './size.js';

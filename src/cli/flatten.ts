@@ -1,9 +1,9 @@
 /**
  * `cowdisk flatten IMAGE OUT [--overlay]`: the whole chain as one self-contained layer with no
- * parent: a sealed snapshot (default) or a writable overlay (src/image/lifecycle/flatten.ts).
+ * parent: a sealed snapshot (default) or a writable overlay (src/ops/flatten.ts).
  */
 import type { Command } from 'commander';
-import { flattenImage } from '../image/lifecycle/flatten.js';
+import { flattenImage } from '../index.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { sizeOption } from './size.js';

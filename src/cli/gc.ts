@@ -1,9 +1,9 @@
 /**
  * `cowdisk gc OVERLAY`: give back the space an overlay holds for nothing: stored zeros and data
- * its map does not reference (src/image/lifecycle/gc.ts).
+ * its map does not reference (src/ops/gc.ts).
  */
 import type { Command } from 'commander';
-import { gcImage } from '../image/lifecycle/gc.js';
+import { gcImage } from '../index.js';
 import { printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize } from './size.js';

@@ -1,11 +1,10 @@
 /**
  * `cowdisk import RAW SNAPSHOT`: a raw disk image becomes a sealed snapshot layer, the read-only
- * base that clones are made on. The work is src/image/import.ts; this prints a progress bar and
+ * base that clones are made on. The work is src/ops/import.ts; this prints a progress bar and
  * then what the new layer holds.
  */
 import type { Command } from 'commander';
-import { importRaw } from '../image/import.js';
-import { describeImage, type ImageDescription } from '../image/info.js';
+import { describeImage, importRaw, type ImageDescription } from '../index.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize, sizeOption } from './size.js';

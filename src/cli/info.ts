@@ -1,9 +1,9 @@
 /**
- * `cowdisk info IMAGE [--chain] [--json]`: what an image is and holds (src/image/info.ts).
+ * `cowdisk info IMAGE [--chain] [--json]`: what an image is and holds (src/ops/info.ts).
  * Opens the image read-only, so it works on an image that is being served.
  */
 import type { Command } from 'commander';
-import { describeImage, type ImageDescription } from '../image/info.js';
+import { describeImage, type ImageDescription } from '../index.js';
 import { formatTable, printJson, printLines } from './output.js';
 import { formatSize } from './size.js';
 

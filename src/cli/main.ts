@@ -4,7 +4,7 @@
  * and turns errors into messages and exit codes (docs/CLI.md lists the codes).
  */
 import { Command, CommanderError } from 'commander';
-import { CowdiskError } from '../errors.js';
+import { CowdiskError } from '../index.js';
 import { commands } from './commands.js';
 import { ExitCode } from './exit-codes.js';
 

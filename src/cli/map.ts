@@ -1,11 +1,10 @@
 /**
  * `cowdisk map IMAGE [--json]`: every extent of the disk with its kind and the layer serving it,
- * as `qemu-img map` does for qcow2. Extents are printed as they are found (src/image/map.ts), so
+ * as `qemu-img map` does for qcow2. Extents are printed as they are found (src/ops/map.ts), so
  * a large disk streams rather than building its whole map first.
  */
 import type { Command } from 'commander';
-import { mapExtents, type MappedExtent } from '../image/map.js';
-import { openImage } from '../image/open.js';
+import { mapExtents, openImage, type MappedExtent } from '../index.js';
 import { StreamedOutput } from './output.js';
 
 interface MapCliOptions {

@@ -1,12 +1,12 @@
+import { ioError } from '../index.js';
 /**
  * What commands print on stdout: JSON for scripts (`--json`), aligned text for people. Both go to
  * stdout; messages about the work (progress, warnings) go to stderr, so `cowdisk map --json x |
  * jq` never sees them.
  *
  * JSON is printed as the library returns it, numbers as numbers (exact up to 2^53 bytes), so a
- * script gets the same field names as the TypeScript types in src/image/info.ts.
+ * script gets the same field names as the TypeScript types in src/ops/info.ts.
  */
-import { ioError } from '../errors.js';
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

@@ -1,9 +1,9 @@
 /**
  * `cowdisk rebase OVERLAY NEWPARENT [--unsafe]`: put an overlay on another parent, keeping what it
- * reads (safe mode), or only rewriting the reference (src/image/lifecycle/rebase.ts).
+ * reads (safe mode), or only rewriting the reference (src/ops/rebase.ts).
  */
 import type { Command } from 'commander';
-import { rebaseOverlay } from '../image/lifecycle/rebase.js';
+import { rebaseOverlay } from '../index.js';
 import { printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize } from './size.js';

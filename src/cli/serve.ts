@@ -18,10 +18,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { CowdiskError, ErrorCode } from '../errors.js';
-import { openImage, type Image } from '../image/open.js';
-import { NbdServer, type ListenOptions } from '../nbd/index.js';
-import { DEFAULT_POLL_US } from '../nbd/poller.js';
+import { CowdiskError, DEFAULT_POLL_US, ErrorCode, NbdServer, openImage, type Image, type ListenOptions } from '../index.js';
 import { count } from './output.js';
 import { parseCount } from './size.js';
 

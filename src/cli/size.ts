@@ -1,3 +1,4 @@
+import { CowdiskError, ErrorCode } from '../index.js';
 /**
  * Sizes and counts as people type and read them on the command line.
  *
@@ -10,7 +11,6 @@
  * Formatting: the largest unit that keeps the number at least 1, with at most two decimals, so
  * that a size printed by `info` can be pasted back into `--size` unchanged when it is exact.
  */
-import { CowdiskError, ErrorCode } from '../errors.js';
 
 const UNITS = ['', 'K', 'M', 'G', 'T', 'P'] as const;
 const SIZE = /^(\d+(?:\.\d+)?|\.\d+)\s*([kmgtp]?)(?:i?b)?$/i;

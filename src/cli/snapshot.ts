@@ -1,11 +1,11 @@
 /**
  * `cowdisk snapshot OVERLAY [SNAPSHOT]`: seal what an overlay holds into a new snapshot layer and
- * leave the overlay empty on top of it (src/image/lifecycle/snapshot.ts): the `docker commit` of
+ * leave the overlay empty on top of it (src/ops/snapshot.ts): the `docker commit` of
  * a disk. The disk read through the overlay does not change.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { snapshotOverlay } from '../image/lifecycle/snapshot.js';
+import { snapshotOverlay } from '../index.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize } from './size.js';

@@ -12,7 +12,7 @@ import { CowdiskError, ErrorCode } from '../../src/errors.js';
 import { BlockKind, TABLE_ENTRIES_PER_PAGE } from '../../src/format/constants.js';
 import { SnapshotFile, SnapshotWriter } from '../../src/format/snapshot.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
-import { importRaw } from '../../src/image/import.js';
+import { importRaw } from '../../src/ops/import.js';
 import { type BlockContent, pattern, putFile, writeSnapshotLayer } from '../helpers/engine-chain.js';
 import { resealSnapshot, snapshotRegions } from '../helpers/engine-damage.js';
 import { WatchedFileSystem } from '../helpers/engine-files.js';

@@ -9,8 +9,8 @@ import * as path from 'node:path';
 import type { ParentRef } from '../../src/format/header.js';
 import { SnapshotWriter } from '../../src/format/snapshot.js';
 import type { FileSystem } from '../../src/io/file.js';
-import { cloneImage, createImage } from '../../src/image/create.js';
-import { importRaw } from '../../src/image/import.js';
+import { cloneImage, createImage } from '../../src/ops/create.js';
+import { importRaw } from '../../src/ops/import.js';
 
 /** A small deterministic generator (mulberry32): tests derive everything random from a seed. */
 export class Random {

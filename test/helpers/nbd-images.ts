@@ -6,8 +6,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cloneImage, createImage } from '../../src/image/create.js';
-import { importRaw } from '../../src/image/import.js';
+import { cloneImage, createImage } from '../../src/ops/create.js';
+import { importRaw } from '../../src/ops/import.js';
 import { openImage } from '../../src/image/open.js';
 import { startServer, type TestServer } from './nbd-server.js';
 

@@ -27,7 +27,7 @@ import { describe, expect, test } from 'vitest';
 import { CowdiskError, ErrorCode } from '../../src/errors.js';
 import type { CrashOptions } from '../../src/io/memory-file.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
-import { checkImage } from '../../src/image/check.js';
+import { checkImage } from '../../src/ops/check.js';
 import { type Image, openImage } from '../../src/image/open.js';
 import { OverlayDevice } from '../../src/image/overlay-device.js';
 import { type ChainSpec, Random, buildChain, pattern } from '../helpers/engine-chain.js';

@@ -9,7 +9,7 @@
 import { describe, expect, test } from 'vitest';
 import { CowdiskError, ErrorCode } from '../../src/errors.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
-import { checkImage } from '../../src/image/check.js';
+import { checkImage } from '../../src/ops/check.js';
 import { openImage } from '../../src/image/open.js';
 import { type Chain, buildChain, pattern, writeSnapshotLayer } from '../helpers/engine-chain.js';
 import { resealOverlay, resealSnapshot, snapshotRegions } from '../helpers/engine-damage.js';

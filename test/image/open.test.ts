@@ -11,7 +11,7 @@ import { CowdiskError, ErrorCode } from '../../src/errors.js';
 import { OverlayFile } from '../../src/format/overlay.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { RealFileSystem } from '../../src/io/real-file.js';
-import { cloneImage, createImage } from '../../src/image/create.js';
+import { cloneImage, createImage } from '../../src/ops/create.js';
 import { detectKind, openImage } from '../../src/image/open.js';
 import { type BlockContent, buildChain, pattern, putFile, writeSnapshotLayer } from '../helpers/engine-chain.js';
 import { WatchedFileSystem } from '../helpers/engine-files.js';

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, expect, test } from 'vitest';
-import { cloneImage } from '../../src/image/create.js';
+import { cloneImage } from '../../src/ops/create.js';
 import { OverlayFile } from '../../src/format/overlay.js';
 import { realFileSystem } from '../../src/io/real-file.js';
 import { startServe } from '../helpers/nbd-cli.js';

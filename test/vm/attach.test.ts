@@ -25,7 +25,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
-import { importRaw } from '../../src/image/import.js';
+import { importRaw } from '../../src/ops/import.js';
 import { openImage } from '../../src/image/open.js';
 import { COWDISK_COMMAND, REPO_ROOT, findTool, runInVm } from './vm.js';
 

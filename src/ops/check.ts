@@ -1,0 +1,283 @@
+/**
+ * `check`: verify an image and the chain beneath it end to end, and (`repair`) restore the
+ * overlay's invariants.
+ *
+ * What is verified, layer by layer, top first:
+ * - overlay: both header copies, both copies of every state-map page (a page with no valid copy
+ *   is an error; one damaged copy is a warning: a write torn by a crash, or damage the other copy
+ *   survived), the dirty mark (a warning: not closed cleanly), and the link to its parent;
+ * - snapshot layer: header, directory, every block-table page, every stored block (decompressed
+ *   and compared with its SHA-256), and the layer digest recomputed from the block digests;
+ * - raw base: its identity as the child recorded it (size, inode, modification time).
+ * Every problem names the file and, where there is one, the block.
+ *
+ * Repair works on the overlay only (sealed layers are never modified: a damaged one must be
+ * restored from a copy): both header copies rewritten, damaged map-page copies rewritten from the
+ * good one, a page with no good copy reset to "absent" (its blocks read from the parent again,
+ * and the report says which), space under non-present sub-blocks punched out, the dirty mark
+ * cleared.
+ */
+import { createHash } from 'node:crypto';
+import * as path from 'node:path';
+import { CowdiskError, ErrorCode } from '../errors.js';
+import { BlockKind, HEADER_SIZE, MAP_ENTRIES_PER_PAGE, TABLE_ENTRIES_PER_PAGE, TABLE_ENTRY_SIZE, TABLE_PAGE_HEADER } from '../format/constants.js';
+import { decodeOverlayHeader } from '../format/header.js';
+import { OverlayFile } from '../format/overlay.js';
+import { LayerDigest, SnapshotFile } from '../format/snapshot.js';
+import { chooseSlot } from '../format/state-map.js';
+import type { FileSystem } from '../io/file.js';
+import { realFileSystem } from '../io/real-file.js';
+import { detectKind, openImage } from '../image/open.js';
+import { OverlayDevice } from '../image/overlay-device.js';
+import { reclaimSpace } from './reclaim.js';
+import { SealedChain } from '../image/sealed-chain.js';
+
+export interface Problem {
+  severity: 'error' | 'warning';
+  code: string;
+  message: string;
+  path: string;
+  block?: number;
+}
+
+export interface CheckReport {
+  /** No errors (warnings allowed). */
+  ok: boolean;
+  problems: Problem[];
+  /** What repair did, one sentence each. */
+  repaired: string[];
+  stats: { layers: number; blocksVerified: number; bytesVerified: number };
+}
+
+const FINDINGS = new Set<string>([
+  ErrorCode.CORRUPT,
+  ErrorCode.TRUNCATED,
+  ErrorCode.BAD_MAGIC,
+  ErrorCode.BAD_VERSION,
+  ErrorCode.PARENT_MISSING,
+  ErrorCode.PARENT_CHANGED,
+  ErrorCode.NOT_SEALED,
+]);
+
+export interface CheckOptions {
+  repair?: boolean;
+  fs?: FileSystem;
+  /** Called with (layers done, layers total) and bytes verified so far. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export async function checkImage(file: string, options: CheckOptions = {}): Promise<CheckReport> {
+  const fs = options.fs ?? realFileSystem;
+  const abs = path.resolve(file);
+  const report: CheckReport = { ok: true, problems: [], repaired: [], stats: { layers: 0, blocksVerified: 0, bytesVerified: 0 } };
+  const add = (p: Problem) => {
+    report.problems.push(p);
+    if (p.severity === 'error') report.ok = false;
+  };
+  // Damage and broken links are findings; anything else (the image is locked by a server, an I/O
+  // error, a missing file) means check could not do its work, and is thrown as it is.
+  const fromError = (err: unknown, where: string) => {
+    if (!(err instanceof CowdiskError) || !FINDINGS.has(err.code)) throw err;
+    add({ severity: 'error', code: err.code, message: err.message, path: err.path ?? where, block: err.block });
+  };
+
+  const kind = await detectKind(abs, fs);
+  if (kind === 'overlay') {
+    try {
+      await checkOverlay(fs, abs, options.repair ?? false, add, report);
+    } catch (err) {
+      fromError(err, abs);
+      return report;
+    }
+  } else if (options.repair) {
+    report.repaired.push(`nothing to repair in ${abs}: sealed layers and raw bases are never modified; restore a damaged one from a copy.`);
+  }
+
+  // The chain: every link verified by opening it, then every sealed layer read in full.
+  let image;
+  try {
+    image = await openImage(abs, { fs, readOnly: true });
+  } catch (err) {
+    fromError(err, abs);
+    return report;
+  }
+  try {
+    const sealed = image instanceof OverlayDevice ? image.parent : image;
+    const layers = sealed instanceof SealedChain ? sealed.layers : [];
+    report.stats.layers = layers.length + (kind === 'overlay' ? 1 : 0);
+    let done = kind === 'overlay' ? 1 : 0;
+    for (const layer of layers) {
+      if (layer instanceof SnapshotFile) await verifySnapshot(layer, add, report);
+      options.onProgress?.(++done, report.stats.layers);
+    }
+  } finally {
+    await image.close();
+  }
+  return report;
+}
+
+async function checkOverlay(
+  fs: FileSystem,
+  abs: string,
+  repair: boolean,
+  add: (p: Problem) => void,
+  report: CheckReport,
+): Promise<void> {
+  const overlay = await OverlayFile.open(fs, abs, { readOnly: !repair });
+  try {
+    let headerRewrite = false;
+    const both = Buffer.alloc(2 * HEADER_SIZE);
+    await overlay.file.read(both, 0);
+    for (let slot = 0; slot < 2; slot++) {
+      try {
+        decodeOverlayHeader(both.subarray(slot * HEADER_SIZE, (slot + 1) * HEADER_SIZE), abs);
+      } catch (err) {
+        if (!(err instanceof CowdiskError)) throw err;
+        headerRewrite = true;
+        add({ severity: 'warning', code: err.code, message: `header copy ${slot} is damaged; the other copy is in use (${err.message})`, path: abs });
+      }
+    }
+    const wasDirty = overlay.header.dirty;
+    if (wasDirty) {
+      add({
+        severity: 'warning',
+        code: 'COWDISK_W_DIRTY',
+        message: `the image was not closed cleanly (a crash or a killed process). Its data is consistent; \`cowdisk check --repair\` reclaims space written but never recorded and clears the mark.`,
+        path: abs,
+      });
+    }
+    for (let index = 0; index < overlay.header.mapPages; index++) {
+      const slots = await overlay.map.readSlots(index);
+      const chosen = chooseSlot(slots);
+      const first = index * MAP_ENTRIES_PER_PAGE;
+      const last = Math.min(overlay.blocks, first + MAP_ENTRIES_PER_PAGE) - 1;
+      if (!chosen) {
+        add({
+          severity: 'error',
+          code: ErrorCode.CORRUPT,
+          message: `state map page ${index} (blocks ${first}..${last}) is damaged in both copies`,
+          path: abs,
+          block: first,
+        });
+        if (repair) {
+          overlay.map.replace(index, undefined, 0);
+          report.repaired.push(`state map page ${index} reset: blocks ${first}..${last} now read from the parent (their overlay contents were lost).`);
+        }
+        continue;
+      }
+      const damaged = slots.findIndex((s) => s.kind === 'invalid');
+      if (damaged !== -1) {
+        // Beside an empty copy, a damaged one is the page's first write, torn by a crash: the page
+        // never had a durable version, so "every block absent" is its true content.
+        const torn = chosen.kind === 'empty';
+        add({
+          severity: 'warning',
+          code: ErrorCode.CORRUPT,
+          message: torn
+            ? `state map page ${index} (blocks ${first}..${last}): copy ${damaged} is a first write torn by a crash; the page was never recorded, so its blocks read from below`
+            : `state map page ${index} (blocks ${first}..${last}): copy ${damaged} is damaged (a write torn by a crash, or damage); the other copy is in use`,
+          path: abs,
+          block: first,
+        });
+        if (repair) {
+          overlay.map.replace(index, chosen.kind === 'valid' ? chosen.masks : undefined, chosen.kind === 'valid' ? chosen.gen : 0);
+          report.repaired.push(
+            torn
+              ? `state map page ${index}: the torn first write was replaced by an empty page (blocks ${first}..${last} read from below, as before).`
+              : `state map page ${index}: the damaged copy was rewritten from the good one.`,
+          );
+        }
+      }
+    }
+    if (!repair) return;
+    if (headerRewrite) {
+      await overlay.writeHeader(overlay.header, true);
+      report.repaired.push('both header copies rewritten.');
+    }
+    await overlay.map.persist();
+    const reclaimed = await reclaimSpace(overlay);
+    if (reclaimed.supported && reclaimed.before > reclaimed.after) {
+      report.repaired.push(`${reclaimed.before - reclaimed.after} bytes of unreferenced data reclaimed.`);
+    }
+    if (wasDirty) {
+      await overlay.setDirty(false);
+      report.repaired.push('the not-closed-cleanly mark was cleared.');
+    }
+  } finally {
+    await overlay.close();
+  }
+}
+
+/** Reads every table page and stored block of a snapshot, and recomputes its layer digest. */
+async function verifySnapshot(layer: SnapshotFile, add: (p: Problem) => void, report: CheckReport): Promise<void> {
+  const { header } = layer;
+  const digest = new LayerDigest(header.size, header.blockSize);
+  let digestUsable = true;
+  const pages = Math.ceil(layer.blocks / TABLE_ENTRIES_PER_PAGE);
+  for (let index = 0; index < pages; index++) {
+    let pageKind: 'absent' | 'zero' | 'stored';
+    try {
+      pageKind = layer.pageKind(index);
+    } catch (err) {
+      if (!(err instanceof CowdiskError)) throw err;
+      add({ severity: 'error', code: err.code, message: err.message, path: layer.path, block: err.block });
+      digestUsable = false;
+      continue;
+    }
+    if (pageKind === 'absent') continue;
+    if (pageKind === 'zero') {
+      for (let slot = 0; slot < layer.blocksInPage(index); slot++) digest.zero(index * TABLE_ENTRIES_PER_PAGE + slot);
+      continue;
+    }
+    let bytes: Buffer;
+    let page;
+    try {
+      bytes = await layer.readPageBytes(index);
+      page = await layer.page(index);
+    } catch (err) {
+      if (!(err instanceof CowdiskError)) throw err;
+      add({ severity: 'error', code: err.code, message: err.message, path: layer.path, block: err.block });
+      digestUsable = false;
+      continue;
+    }
+    if (!page) continue;
+    for (let slot = 0; slot < TABLE_ENTRIES_PER_PAGE; slot++) {
+      const kind = page.kinds[slot];
+      if (kind === BlockKind.ABSENT) continue;
+      const block = index * TABLE_ENTRIES_PER_PAGE + slot;
+      if (kind === BlockKind.ZERO) {
+        digest.zero(block);
+        continue;
+      }
+      const at = TABLE_PAGE_HEADER + slot * TABLE_ENTRY_SIZE + 16;
+      const expected = bytes.subarray(at, at + 32);
+      digest.data(block, expected);
+      const first = block * header.blockSize;
+      try {
+        const data = await layer.readStoredBlock(block, kind, page.offsets[slot], page.lengths[slot]);
+        report.stats.blocksVerified++;
+        report.stats.bytesVerified += data.length;
+        if (!createHash('sha256').update(data).digest().equals(expected)) {
+          add({
+            severity: 'error',
+            code: ErrorCode.CORRUPT,
+            message: `block ${block} (disk bytes ${first}..${first + header.blockSize - 1}) does not match its SHA-256 digest`,
+            path: layer.path,
+            block,
+          });
+        }
+      } catch (err) {
+        if (!(err instanceof CowdiskError)) throw err;
+        add({ severity: 'error', code: err.code, message: err.message, path: layer.path, block });
+      }
+    }
+  }
+  if (digestUsable && !digest.digest().equals(header.layerDigest)) {
+    add({
+      severity: 'error',
+      code: ErrorCode.CORRUPT,
+      message: `the layer digest recomputed from the block table does not match the header's ${layer.digest}`,
+      path: layer.path,
+    });
+  }
+}
