@@ -1,12 +1,13 @@
 /**
  * A progress bar for long work (import, export, check), on stderr so that stdout stays the
- * command's result.
+ * command's result. Drawing is cli-progress's (throttled redraws, the line cut to the terminal's
+ * width, erased when done); what is cowdisk's is when a bar appears at all:
  *
- * It is drawn only when stderr is a terminal: a pipe, a log file or a test reads clean output.
- * And only once the work has run for a second, so quick commands never flash a bar. It redraws at
- * most ten times a second (the library reports per 4 MiB chunk, far more often at memory speed),
- * overwrites itself with a carriage return, and is erased when the work ends, successful or not.
+ * - only when stderr is a terminal: a pipe, a log file or a test reads clean output;
+ * - only once the work has run for a second, so quick commands never flash a bar;
+ * - erased when the work ends, successful or not.
  */
+import cliProgress from 'cli-progress';
 import { formatSize } from './size.js';
 
 /** The part of a tty.WriteStream the bar uses (a test passes its own). */
@@ -26,18 +27,17 @@ export interface ProgressOptions {
 
 /** Work shorter than this shows no bar at all. */
 export const PROGRESS_DELAY_MS = 1000;
-const REDRAW_MS = 100;
-const ERASE = '\r\x1b[K';
-/** Room kept for the tail ("  42%  430 MiB / 1 GiB  297.91 MiB/s" and most longer ones). */
-const TAIL_ROOM = 40;
+/** Redraws per second at most: the library reports per 4 MiB chunk, far more often at memory speed. */
+const FPS = 10;
+const MIN_BAR = 10;
+const MAX_BAR = 30;
 
 export class ProgressBar {
   private readonly stream: ProgressStream;
   private readonly now: () => number;
   private readonly unit: 'bytes' | 'count';
   private readonly started: number;
-  private lastDraw = 0;
-  private drawn = false;
+  private bar: cliProgress.SingleBar | undefined;
 
   constructor(
     private readonly label: string,
@@ -52,35 +52,48 @@ export class ProgressBar {
   /** Reports progress; usable as the library's `onProgress` callback as it is. */
   readonly update = (done: number, total: number): void => {
     if (!this.stream.isTTY) return;
-    const t = this.now();
-    if (t - this.started < PROGRESS_DELAY_MS) return;
-    if (this.drawn && t - this.lastDraw < REDRAW_MS && done < total) return;
-    this.lastDraw = t;
-    this.drawn = true;
-    this.stream.write(`\r${this.render(done, total, t)}\x1b[K`);
+    const payload = { rate: this.rate(done) };
+    if (this.bar) {
+      this.bar.setTotal(total);
+      this.bar.update(done, payload);
+      return;
+    }
+    if (this.now() - this.started < PROGRESS_DELAY_MS) return;
+    const bytes = this.unit === 'bytes';
+    // One line, the last column left free: the bar shrinks first, then the label loses its start,
+    // so the figures stay in sight. A pseudo-terminal with no size set reports 0 columns: 80.
+    const columns = (this.stream.columns || 80) - 1;
+    const amount = (n: number) => (bytes ? formatSize(n) : String(n));
+    // The figures at their widest: done as long as the total, the rate at its longest.
+    const tail = ` 100%  ${amount(total)} / ${amount(total)}${bytes ? '  1023.99 MiB/s' : ''}`.length;
+    const barsize = Math.max(MIN_BAR, Math.min(MAX_BAR, columns - this.label.length - tail - 3));
+    const label = clipStart(this.label, columns - barsize - tail - 3);
+    this.bar = new cliProgress.SingleBar({
+      stream: this.stream as NodeJS.WritableStream,
+      format: `${label} [{bar}] {percentage}%  {value} / {total}${bytes ? '  {rate}' : ''}`,
+      formatValue: (value, _options, type) => (type === 'value' || type === 'total' ? amount(value) : String(value)),
+      barsize,
+      barCompleteChar: '#',
+      barIncompleteChar: '-',
+      fps: FPS,
+      // Cut at the terminal's width if the figures outgrow the room kept for them.
+      linewrap: true,
+      clearOnComplete: true,
+      // cowdisk's commands handle their signals and always end the bar (withProgress).
+      gracefulExit: false,
+    });
+    this.bar.start(total, done, payload);
   };
 
   /** Erases the bar, if one was drawn. */
   finish(): void {
-    if (this.drawn) this.stream.write(ERASE);
-    this.drawn = false;
+    this.bar?.stop();
+    this.bar = undefined;
   }
 
-  private render(done: number, total: number, t: number): string {
-    const fraction = total > 0 ? Math.min(1, done / total) : 1;
-    const amount = (n: number) => (this.unit === 'bytes' ? formatSize(n) : String(n));
-    const seconds = (t - this.started) / 1000;
-    const rate = this.unit === 'bytes' && seconds > 0 ? `  ${formatSize(Math.round(done / seconds))}/s` : '';
-    const tail = ` ${String(Math.floor(fraction * 100)).padStart(3)}%  ${amount(done)} / ${amount(total)}${rate}`;
-    // Stay within one line, the last column left free: a wrapped bar cannot overwrite itself.
-    // The bar shrinks first (down to nothing), then the label loses its start.
-    // A pseudo-terminal with no size set reports 0 columns: treat it as unknown.
-    const columns = (this.stream.columns || 80) - 1;
-    // The bar's width does not follow the tail's, which changes as digits come and go.
-    const width = Math.min(40, columns - this.label.length - Math.max(tail.length, TAIL_ROOM) - 3);
-    if (width < 10) return `${clipStart(this.label, columns - tail.length)}${tail}`;
-    const filled = Math.round(fraction * width);
-    return `${this.label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}]${tail}`;
+  private rate(done: number): string {
+    const seconds = (this.now() - this.started) / 1000;
+    return seconds > 0 ? `${formatSize(Math.round(done / seconds))}/s` : '';
   }
 }
 
