@@ -5,13 +5,14 @@
  */
 export { CowdiskError, ErrorCode, ioError, isCowdiskError, type ErrorCodeValue } from './errors.js';
 export type { BlockDevice, Capabilities, Extent, LayerInfo, WriteOptions, ZeroOptions } from './image/device.js';
-export { openImage, detectKind, type Image, type ImageKind, type OpenImageOptions } from './image/open.js';
-export { createImage, cloneImage, type CreateOptions, type CloneOptions } from './ops/create.js';
-export { importRaw, type ImportOptions } from './ops/import.js';
-export { exportRaw, type ExportOptions } from './ops/export.js';
+export type { Layer, SealedLayer } from './image/layer.js';
+export { openImage, allLayers, detectKind, type Image, type ImageKind, type OpenImageOptions } from './image/open.js';
+export { createImage, cloneImage, type CreateOptions, type CreateResult, type CloneOptions, type CloneResult } from './ops/create.js';
+export { importRaw, type ImportOptions, type ImportResult } from './ops/import.js';
+export { exportRaw, type ExportOptions, type ExportResult } from './ops/export.js';
 export { describeImage, type ImageDescription, type LayerDescription, type Allocation, type DescribeOptions } from './ops/info.js';
 export { mapExtents, type MappedExtent } from './ops/map.js';
-export { checkImage, type CheckReport, type CheckOptions, type Problem } from './ops/check.js';
+export { checkImage, type CheckResult, type CheckOptions, type Problem } from './ops/check.js';
 export { snapshotOverlay } from './ops/snapshot.js';
 export { commitOverlay, type CommitOptions, type CommitResult } from './ops/commit.js';
 export { rebaseOverlay, type RebaseOptions, type RebaseResult } from './ops/rebase.js';
@@ -29,7 +30,6 @@ export { inventory, type DeviceEntry } from './kernel/inventory.js';
 export { BenchInterrupted, MAX_QUEUE_DEPTH, runBench, type BenchOptions, type BenchResult } from './bench/runner.js';
 export { DEFAULT_COUNT, WARMUP_REQUESTS } from './bench/workload.js';
 export type { HistogramBucket, LatencySummary } from './bench/latency.js';
-export { DEFAULT_BLOCK_SIZE } from './format/constants.js';
 export type { BlockFile, FileSystem } from './io/file.js';
 export { RealFileSystem, realFileSystem } from './io/real-file.js';
 export { MemoryFileSystem } from './io/memory-file.js';

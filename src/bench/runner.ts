@@ -130,7 +130,7 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
     const clone = await makeClone(source, clonePath, options.subBlocks);
     const plan = planWrites({ size: clone.virtualSize, blockSize: clone.blockSize, subBlockSize: clone.subBlockSize }, options.ioSize, options.count);
     if (options.engine) {
-      target = await openImage(clonePath);
+      target = (await openImage(clonePath)).device;
     } else {
       server = await startServerProcess(clonePath, socket);
       target = await NbdClient.connect(socket);

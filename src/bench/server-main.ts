@@ -19,7 +19,7 @@ import { NbdServer } from '../nbd/index.js';
 
 async function main(imagePath: string, socket: string): Promise<void> {
   const image = await openImage(imagePath);
-  const server = new NbdServer({ exports: [{ name: 'bench', device: image }] });
+  const server = new NbdServer({ exports: [{ name: 'bench', device: image.device }] });
   let stopping: Promise<void> | undefined;
   const stop = (): void => {
     stopping ??= server.close().then(

@@ -21,6 +21,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Option, type Command } from 'commander';
 import { attach, CowdiskError, ErrorCode, ioError, isCowdiskError, openImage, parseDevice, type Attachment } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { printDevices } from './devices.js';
 import { parseCount } from './size.js';
 
@@ -32,6 +33,7 @@ interface AttachCliOptions {
   ioctl?: boolean;
   daemon?: boolean;
   pidFile?: string;
+  format?: FormatCliValue;
   list?: boolean;
   daemonChild?: boolean;
 }
@@ -52,6 +54,7 @@ export function register(program: Command): void {
     .option('--ioctl', 'connect through the nbd ioctls instead of netlink (older kernels fall back to them by themselves)')
     .option('-d, --daemon', 'return once attached and keep serving in the background')
     .option('--pid-file <file>', "write the serving process's pid to this file while attached")
+    .addOption(formatOption())
     .option('-l, --list', 'show which image is on which device (as `cowdisk devices`) and exit')
     .addOption(new Option('--daemon-child').hideHelp())
     .addHelpText(
@@ -113,6 +116,7 @@ interface AttachRequest {
   pollMicros: number;
   ioctl: boolean;
   pidFile: string | undefined;
+  format: FormatCliValue;
 }
 
 function parseRequest(image: string, device: string | undefined, options: AttachCliOptions): AttachRequest {
@@ -125,6 +129,7 @@ function parseRequest(image: string, device: string | undefined, options: Attach
     pollMicros: parseCount(options.pollUs, '--poll-us', 0),
     ioctl: options.ioctl ?? false,
     pidFile: options.pidFile === undefined ? undefined : path.resolve(options.pidFile),
+    format: options.format,
   };
 }
 
@@ -148,7 +153,7 @@ async function attachDevice(request: AttachRequest): Promise<{ attachment: Attac
     image: request.image,
     openExport: async () => ({
       name: '',
-      device: await openImage(request.image, { readOnly: request.readOnly, sharedLock: request.readOnly }),
+      device: (await openImage(request.image, { readOnly: request.readOnly, sharedLock: request.readOnly, format: request.format })).device,
       readOnly: request.readOnly,
     }),
     device: request.index,

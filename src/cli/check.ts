@@ -8,7 +8,8 @@
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { checkImage, type CheckReport, type Problem } from '../index.js';
+import { checkImage, type CheckResult, type Problem } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { ExitCode } from './exit-codes.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
@@ -17,6 +18,7 @@ import { formatSize } from './size.js';
 interface CheckCliOptions {
   repair?: boolean;
   json?: boolean;
+  format?: FormatCliValue;
 }
 
 export function register(program: Command): void {
@@ -26,6 +28,7 @@ export function register(program: Command): void {
     .argument('<image>', 'an overlay, a snapshot or a raw image')
     .option('--repair', 'repair the overlay (not while it is served): rewrite damaged copies, reclaim unrecorded space, clear the dirty mark')
     .option('--json', 'print the report as JSON: {image, ok, problems: [{severity, code, message, path, block?}], repaired, stats}')
+    .addOption(formatOption())
     .addHelpText(
       'after',
       `
@@ -40,7 +43,7 @@ Examples:
   $ cowdisk check --repair vm1.cow`,
     )
     .action(async (image: string, options: CheckCliOptions) => {
-      const report = await withProgress(`checking ${image}`, (onProgress) => checkImage(image, { repair: options.repair, onProgress }), { unit: 'count' });
+      const report = await withProgress(`checking ${image}`, (onProgress) => checkImage(image, { repair: options.repair, format: options.format, onProgress }), { unit: 'count' });
       const abs = path.resolve(image);
       if (options.json) printJson({ image: abs, ...report });
       else printLines(render(abs, report));
@@ -48,7 +51,7 @@ Examples:
     });
 }
 
-function render(image: string, report: CheckReport): string[] {
+function render(image: string, report: CheckResult): string[] {
   const lines = report.problems.map(describe);
   lines.push(...report.repaired.map((r) => `repaired: ${r}`));
   const errors = report.problems.filter((p) => p.severity === 'error').length;

@@ -4,13 +4,15 @@
  * fingerprint), and costs a header and a sparse file however large the parent is.
  */
 import type { Command } from 'commander';
-import { cloneImage, openImage } from '../index.js';
+import { cloneImage } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 
 interface CloneCliOptions {
   blockSize?: number;
   subBlocks?: number;
+  format?: FormatCliValue;
 }
 
 export function register(program: Command): void {
@@ -21,6 +23,7 @@ export function register(program: Command): void {
     .argument('<overlay>', 'the overlay file to create; it must not exist')
     .option('--block-size <size>', 'block size for a raw parent: a power of two from 4K to 2M (default 64K); a snapshot fixes its own', sizeOption('--block-size'))
     .option('--sub-blocks <n>', 'copy-on-write units per block, a power of two; 1 copies whole blocks (default: 4K units)', countOption('--sub-blocks', 1))
+    .addOption(formatOption('PARENT'))
     .addHelpText(
       'after',
       `
@@ -34,10 +37,7 @@ Examples:
   $ cowdisk clone --block-size 256K debian.raw vm2.cow`,
     )
     .action(async (parent: string, overlay: string, options: CloneCliOptions) => {
-      await cloneImage(parent, overlay, { blockSize: options.blockSize, subBlocks: options.subBlocks });
-      // Opening is cheap (headers only), so what it prints costs the same for any parent size.
-      const made = await openImage(overlay, { readOnly: true });
-      await made.close();
+      const made = await cloneImage(parent, overlay, { blockSize: options.blockSize, subBlocks: options.subBlocks, format: options.format });
       printLines([`Cloned ${parent} into ${overlay}: ${formatSize(made.size)} in ${formatSize(made.blockSize)} blocks.`]);
     });
 }

@@ -3,7 +3,7 @@
  * Whatever the size, the cost is a header and a sparse file (src/ops/create.ts).
  */
 import type { Command } from 'commander';
-import { createImage, DEFAULT_BLOCK_SIZE } from '../index.js';
+import { createImage } from '../index.js';
 import { printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 
@@ -31,7 +31,7 @@ Example:
   Created scratch.cow: an empty 10 GiB overlay in 64 KiB blocks.`,
     )
     .action(async (image: string, options: CreateCliOptions) => {
-      await createImage(image, { size: options.size, blockSize: options.blockSize, subBlocks: options.subBlocks });
-      printLines([`Created ${image}: an empty ${formatSize(options.size)} overlay in ${formatSize(options.blockSize ?? DEFAULT_BLOCK_SIZE)} blocks.`]);
+      const made = await createImage(image, { size: options.size, blockSize: options.blockSize, subBlocks: options.subBlocks });
+      printLines([`Created ${image}: an empty ${formatSize(made.size)} overlay in ${formatSize(made.blockSize)} blocks.`]);
     });
 }

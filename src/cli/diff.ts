@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { diffFiles, diffRanges, openDiff, type DiffResult } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { count, formatTable, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize, sizeOption } from './size.js';
@@ -14,6 +15,7 @@ interface DiffCliOptions {
   files?: boolean;
   blockSize?: number;
   json?: boolean;
+  format?: FormatCliValue;
 }
 
 export function register(program: Command): void {
@@ -25,6 +27,7 @@ export function register(program: Command): void {
     .option('--files', 'name the files that changed in the ext2/3/4 file system on the disk: A added, C changed, D deleted')
     .option('--block-size <size>', 'block size when IMAGE is a bare raw file (default 64K)', sizeOption('--block-size'))
     .option('--json', 'print JSON: {image, against, size, ranges: [{offset, length, state}], writtenBytes, zeroedBytes, ..., files?}')
+    .addOption(formatOption())
     .addHelpText(
       'after',
       `
@@ -48,7 +51,7 @@ Examples:
   D /tmp/build.log`,
     )
     .action(async (image: string, options: DiffCliOptions) => {
-      const sides = await openDiff(image, { against: options.against, rawBlockSize: options.blockSize });
+      const sides = await openDiff(image, { against: options.against, rawBlockSize: options.blockSize, format: options.format });
       try {
         const result = await withProgress(`comparing ${image}`, (onProgress) => diffRanges(sides, onProgress));
         const files = options.files ? await diffFiles(sides, result.ranges) : undefined;

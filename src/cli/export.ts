@@ -3,7 +3,8 @@
  * file (zero and unallocated ranges stay holes). The work is src/ops/export.ts.
  */
 import type { Command } from 'commander';
-import { exportRaw, openImage, realFileSystem } from '../index.js';
+import { exportRaw, openImage } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize } from './size.js';
@@ -14,6 +15,7 @@ export function register(program: Command): void {
     .description('Write the disk an image presents (the whole chain, flattened) to a sparse raw file.')
     .argument('<image>', 'an overlay, a snapshot or a raw image; opened read-only')
     .argument('<out>', 'the raw file to write; it must not exist')
+    .addOption(formatOption())
     .addHelpText(
       'after',
       `
@@ -25,14 +27,14 @@ Example:
   Exported vm1.cow to vm1.raw: 20 GiB (3.1 GiB on disk).
   $ qemu-img compare vm1.raw 'nbd+unix:///?socket=vm1.sock'`,
     )
-    .action(async (image: string, out: string) => {
-      const device = await openImage(image, { readOnly: true });
+    .action(async (image: string, out: string, options: { format?: FormatCliValue }) => {
+      const opened = await openImage(image, { readOnly: true, format: options.format });
+      let written;
       try {
-        await withProgress(`exporting ${image}`, (onProgress) => exportRaw(device, out, { onProgress }));
+        written = await withProgress(`exporting ${image}`, (onProgress) => exportRaw(opened.device, out, { onProgress }));
       } finally {
-        await device.close();
+        await opened.close();
       }
-      const written = await realFileSystem.stat(out);
-      printLines([`Exported ${image} to ${out}: ${formatSize(written.size)} (${formatSize(written.allocated)} on disk).`]);
+      printLines([`Exported ${image} to ${out}: ${formatSize(written.size)} (${formatSize(written.bytesOnDisk)} on disk).`]);
     });
 }

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { flattenImage } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { sizeOption } from './size.js';
@@ -12,6 +13,7 @@ interface FlattenCliOptions {
   overlay?: boolean;
   blockSize?: number;
   json?: boolean;
+  format?: FormatCliValue;
 }
 
 export function register(program: Command): void {
@@ -23,6 +25,7 @@ export function register(program: Command): void {
     .option('--overlay', 'write a writable overlay with no parent instead of a sealed snapshot layer')
     .option('--block-size <size>', 'block size when IMAGE is a bare raw file (default 64K)', sizeOption('--block-size'))
     .option('--json', 'print JSON: {image, out, kind, digest, depth, blocks}')
+    .addOption(formatOption())
     .addHelpText(
       'after',
       `
@@ -36,7 +39,7 @@ Examples:
   $ cowdisk flatten --overlay vm1.cow standalone.cow`,
     )
     .action(async (image: string, out: string, options: FlattenCliOptions) => {
-      const result = await withProgress(`flattening ${image}`, (onProgress) => flattenImage(image, out, { overlay: options.overlay, rawBlockSize: options.blockSize, onProgress }));
+      const result = await withProgress(`flattening ${image}`, (onProgress) => flattenImage(image, out, { overlay: options.overlay, rawBlockSize: options.blockSize, format: options.format, onProgress }));
       if (options.json) {
         printJson(result);
         return;

@@ -4,7 +4,7 @@
  * then what the new layer holds.
  */
 import type { Command } from 'commander';
-import { describeImage, importRaw, type ImageDescription } from '../index.js';
+import { describeImage, importRaw, type ImportResult } from '../index.js';
 import { count, printJson, printLines } from './output.js';
 import { withProgress } from './progress.js';
 import { formatSize, sizeOption } from './size.js';
@@ -36,19 +36,18 @@ Example:
     digest   sha256:5f0c...`,
     )
     .action(async (raw: string, snapshot: string, options: ImportCliOptions) => {
-      await withProgress(`importing ${raw}`, (onProgress) => importRaw(raw, snapshot, { blockSize: options.blockSize, onProgress }));
-      const layer = await describeImage(snapshot);
-      if (options.json) printJson(layer);
-      else printLines(summary(raw, snapshot, layer));
+      const made = await withProgress(`importing ${raw}`, (onProgress) => importRaw(raw, snapshot, { blockSize: options.blockSize, onProgress }));
+      // --json promises `info --json`'s shape: the new layer described as info describes any image.
+      if (options.json) printJson(await describeImage(snapshot));
+      else printLines(summary(raw, snapshot, made));
     });
 }
 
-function summary(raw: string, snapshot: string, layer: ImageDescription): string[] {
-  const { presentBlocks, zeroBlocks, dataBytes } = layer.allocation;
+function summary(raw: string, snapshot: string, made: ImportResult): string[] {
   return [
-    `Imported ${raw} into ${snapshot}: ${formatSize(layer.virtualSize)} in ${formatSize(layer.blockSize)} blocks.`,
-    `  stored   ${count(presentBlocks ?? 0, 'block')}, ${formatSize(dataBytes ?? 0)} after compression`,
-    `  zeros    ${count(zeroBlocks ?? 0, 'block')}`,
-    `  digest   ${layer.identity}`,
+    `Imported ${raw} into ${snapshot}: ${formatSize(made.size)} in ${formatSize(made.blockSize)} blocks.`,
+    `  stored   ${count(made.storedBlocks, 'block')}, ${formatSize(made.dataBytes)} after compression`,
+    `  zeros    ${count(made.zeroBlocks, 'block')}`,
+    `  digest   ${made.digest}`,
   ];
 }

@@ -4,12 +4,14 @@
  */
 import type { Command } from 'commander';
 import { describeImage, type ImageDescription } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { formatTable, printJson, printLines } from './output.js';
 import { formatSize } from './size.js';
 
 interface InfoCliOptions {
   chain?: boolean;
   json?: boolean;
+  format?: FormatCliValue;
 }
 
 export function register(program: Command): void {
@@ -19,6 +21,7 @@ export function register(program: Command): void {
     .argument('<image>', 'an overlay, a snapshot or a raw image; opened read-only')
     .option('--chain', 'also list every layer below: kind, identity, size on disk, path')
     .option('--json', 'print JSON for scripts')
+    .addOption(formatOption())
     .addHelpText(
       'after',
       `
@@ -43,7 +46,7 @@ Example:
   1      snapshot  1.21 GiB   sha256:5f0c...    /vms/base.snap`,
     )
     .action(async (image: string, options: InfoCliOptions) => {
-      const description = await describeImage(image, { chain: options.chain });
+      const description = await describeImage(image, { chain: options.chain, format: options.format });
       if (options.json) printJson(description);
       else printLines(render(description));
     });

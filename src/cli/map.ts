@@ -5,10 +5,12 @@
  */
 import type { Command } from 'commander';
 import { mapExtents, openImage, type MappedExtent } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { StreamedOutput } from './output.js';
 
 interface MapCliOptions {
   json?: boolean;
+  format?: FormatCliValue;
 }
 
 export function register(program: Command): void {
@@ -17,6 +19,7 @@ export function register(program: Command): void {
     .description('List the extents of the disk: data, zero or hole, and which layer serves each.')
     .argument('<image>', 'an overlay, a snapshot or a raw image; opened read-only')
     .option('--json', 'print a JSON array of {offset, length, kind, layer, path}')
+    .addOption(formatOption())
     .addHelpText(
       'after',
       `
@@ -33,13 +36,13 @@ Example:
   $ cowdisk map --json vm1.cow | jq '.[] | select(.layer == 0)'`,
     )
     .action(async (image: string, options: MapCliOptions) => {
-      const device = await openImage(image, { readOnly: true });
+      const opened = await openImage(image, { readOnly: true, format: options.format });
       const out = new StreamedOutput();
       try {
-        if (options.json) await printJson(mapExtents(device), out);
-        else await printTable(mapExtents(device), out);
+        if (options.json) await printJson(mapExtents(opened.device), out);
+        else await printTable(mapExtents(opened.device), out);
       } finally {
-        await device.close();
+        await opened.close();
       }
       out.finish();
     });

@@ -19,6 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { CowdiskError, DEFAULT_POLL_US, ErrorCode, NbdServer, openImage, type Image, type ListenOptions } from '../index.js';
+import { formatOption, type FormatCliValue } from './format-option.js';
 import { count } from './output.js';
 import { parseCount } from './size.js';
 
@@ -29,6 +30,7 @@ interface ServeCliOptions {
   bind: string;
   readOnly?: boolean;
   maxConnections?: string;
+  format?: FormatCliValue;
   pollUs: string;
   handshakeTimeout: string;
 }
@@ -49,6 +51,7 @@ export function register(program: Command): void {
     .option('-b, --bind <address>', 'the address to listen on with --port', '127.0.0.1')
     .option('-r, --read-only', 'open every image read-only; clients get EPERM for writes')
     .option('--max-connections <n>', 'close connections beyond this many')
+    .addOption(formatOption('every IMAGE'))
     .option('--handshake-timeout <seconds>', 'disconnect a client that has not finished negotiating in this long (0: no limit)', '10')
     .option(
       '--poll-us <n>',
@@ -77,7 +80,7 @@ Examples:
       const maxConnections = options.maxConnections === undefined ? undefined : parseCount(options.maxConnections, '--max-connections', 1);
       const pollMicros = parseCount(options.pollUs, '--poll-us', 0);
       const handshakeTimeout = parseCount(options.handshakeTimeout, '--handshake-timeout', 0) * 1000;
-      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout });
+      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, format: options.format });
     });
 }
 
@@ -119,22 +122,23 @@ interface ServeSettings {
   pollMicros: number;
   /** Milliseconds; 0: no limit. */
   handshakeTimeout: number;
+  format: FormatCliValue;
 }
 
-async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout }: ServeSettings): Promise<void> {
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, format }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
-    for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly }));
+    for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly, format }));
   } catch (err) {
     await Promise.allSettled(images.map((i) => i.close()));
     throw err;
   }
   const server = new NbdServer({
-    exports: images.map((device, i) => ({
+    exports: images.map((image, i) => ({
       name: exportArgs[i].name,
-      device,
+      device: image.device,
       readOnly,
-      description: `${device.kind} ${device.path} (${count(device.chain.length, 'layer')})`,
+      description: `${image.kind} ${image.path} (${count(image.device.chain.length, 'layer')})`,
     })),
     maxConnections,
     pollMicros,

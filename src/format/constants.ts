@@ -30,6 +30,21 @@ export const PARENT_REF_OFFSET = 128;
 export const PARENT_PATH_OFFSET = 256;
 export const MAX_PARENT_PATH = 2048;
 
+/** Parent reference fields, from PARENT_REF_OFFSET (see docs/FORMAT.md, "Parent reference"). */
+export const ParentRefField = {
+  KIND: 0,
+  PATH_LENGTH: 4,
+  SIZE: 8,
+  RAW_INODE: 16,
+  RAW_MTIME_NS: 24,
+  DIGEST: 32,
+} as const;
+
+/** A SHA-256 digest: a layer's identity, a block's content. */
+export const DIGEST_SIZE = 32;
+/** An overlay's uuid. */
+export const UUID_SIZE = 16;
+
 export const ParentKind = {
   NONE: 0,
   RAW: 1,
@@ -58,9 +73,18 @@ export const OverlayFlag = {
   /** Set on the first change after an open, cleared by a clean close. */
   DIRTY: 1,
 } as const;
+/** Every flag this version knows; any other bit set makes the header corrupt. */
+export const KNOWN_OVERLAY_FLAGS = OverlayFlag.DIRTY;
 
 /** The overlay keeps two header slots and writes the older one, so a torn write never loses both. */
 export const OVERLAY_HEADER_SLOTS = 2;
+/**
+ * The highest header generation a reader accepts (2^53 - 1: exact as a JavaScript number), and so
+ * the highest a writer may write; a writer about to pass it renumbers (OverlayFile.writeHeader).
+ */
+export const MAX_GENERATION = BigInt(Number.MAX_SAFE_INTEGER);
+/** The state map starts right after the header slots. */
+export const OVERLAY_MAP_OFFSET = OVERLAY_HEADER_SLOTS * HEADER_SIZE;
 
 /**
  * State map: 4 KiB pages, each written to alternating slots (two per page) with a generation,
@@ -69,6 +93,13 @@ export const OVERLAY_HEADER_SLOTS = 2;
 export const MAP_PAGE_SIZE = 4096;
 export const MAP_PAGE_MAGIC = 0x504d4443; // "CDMP"
 export const MAP_PAGE_HEADER = 16;
+/** State-map page header fields; the CRC covers everything from PAGE_INDEX to the end of the page. */
+export const MapPageField = {
+  MAGIC: 0,
+  CRC: 4,
+  PAGE_INDEX: 8,
+  GENERATION: 12,
+} as const;
 /** Each entry is two 32-bit masks: sub-blocks present here, sub-blocks reading as zero. */
 export const MAP_ENTRY_SIZE = 8;
 export const MAP_ENTRIES_PER_PAGE = (MAP_PAGE_SIZE - MAP_PAGE_HEADER) / MAP_ENTRY_SIZE; // 510
@@ -107,8 +138,25 @@ export const TABLE_PAGE_MAGIC = 0x50534443; // "CDSP"
 export const TABLE_PAGE_HEADER = 16;
 export const TABLE_ENTRY_SIZE = 48;
 export const TABLE_PAGE_SIZE = TABLE_PAGE_HEADER + TABLE_ENTRIES_PER_PAGE * TABLE_ENTRY_SIZE;
-/** Directory entry: page offset (0 = every block of the page is absent), page CRC, blocks stored. */
+/** Block-table page header fields (the rest of the 16 bytes is reserved). */
+export const TablePageField = {
+  MAGIC: 0,
+  PAGE_INDEX: 4,
+} as const;
+/** Block-table entry fields, from the entry's start. */
+export const TableEntryField = {
+  OFFSET: 0,
+  STORED_LENGTH: 8,
+  KIND: 12,
+  DIGEST: 16,
+} as const;
+/** Directory entry: page offset (0 = no page stored), page CRC, blocks the layer has in the page. */
 export const DIR_ENTRY_SIZE = 16;
+export const DirEntryField = {
+  PAGE_OFFSET: 0,
+  PAGE_CRC: 8,
+  BLOCKS: 12,
+} as const;
 
 export const BlockKind = {
   /** Not in this layer: read the parent. */
@@ -121,10 +169,15 @@ export const BlockKind = {
   LZ4: 3,
 } as const;
 
+/** A sealed layer's file is read-only for everyone: it is never modified. */
+export const SEALED_MODE = 0o444;
+
 /** Uncompressed blocks start on this boundary so that partial reads are page-aligned. */
 export const RAW_BLOCK_ALIGN = 4096;
 /** lz4 is kept only when it saves at least this fraction of the block. */
 export const LZ4_MIN_SAVING = 1 / 16;
+/** lz4-napi's block format starts with the uncompressed size, a u32. */
+export const LZ4_SIZE_PREFIX = 4;
 
 /** Prefix of the SHA-256 input that makes a snapshot's layer digest (see docs/FORMAT.md). */
 export const LAYER_DIGEST_PREFIX = Buffer.from('cowdisk-layer-v1\0', 'latin1');

@@ -7,7 +7,10 @@
  */
 import { zlibCrc32 } from './crc.js';
 import {
+  DIGEST_SIZE,
+  DIR_ENTRY_SIZE,
   FORMAT_VERSION,
+  KNOWN_OVERLAY_FLAGS,
   HEADER_CRC_OFFSET,
   HEADER_SIZE,
   MAGIC_LENGTH,
@@ -20,13 +23,17 @@ import {
   MIN_BLOCK_SIZE,
   MIN_SUB_BLOCK_SIZE,
   OVERLAY_MAGIC,
+  OVERLAY_MAP_OFFSET,
+  OverlayFlag,
   OverlayHeader,
   PARENT_PATH_OFFSET,
   PARENT_REF_OFFSET,
   ParentKind,
+  ParentRefField,
   SNAPSHOT_MAGIC,
   SnapshotHeader,
   TABLE_ENTRIES_PER_PAGE,
+  UUID_SIZE,
   blockCount,
   isPowerOfTwo,
 } from './constants.js';
@@ -156,32 +163,39 @@ function encodeParent(buf: Buffer, parent: ParentRef): void {
     );
   }
   const o = PARENT_REF_OFFSET;
-  buf.writeUInt32LE(parent.kind === 'raw' ? ParentKind.RAW : ParentKind.SNAPSHOT, o);
-  buf.writeUInt32LE(pathBytes.length, o + 4);
-  buf.writeBigUInt64LE(BigInt(parent.size), o + 8);
+  buf.writeUInt32LE(parent.kind === 'raw' ? ParentKind.RAW : ParentKind.SNAPSHOT, o + ParentRefField.KIND);
+  buf.writeUInt32LE(pathBytes.length, o + ParentRefField.PATH_LENGTH);
+  buf.writeBigUInt64LE(BigInt(parent.size), o + ParentRefField.SIZE);
   if (parent.kind === 'raw') {
-    buf.writeBigUInt64LE(parent.ino, o + 16);
-    buf.writeBigUInt64LE(parent.mtimeNs, o + 24);
+    buf.writeBigUInt64LE(parent.ino, o + ParentRefField.RAW_INODE);
+    buf.writeBigUInt64LE(parent.mtimeNs, o + ParentRefField.RAW_MTIME_NS);
   } else {
-    parent.digest.copy(buf, o + 32);
+    parent.digest.copy(buf, o + ParentRefField.DIGEST);
   }
   pathBytes.copy(buf, PARENT_PATH_OFFSET);
 }
 
 function decodeParent(buf: Buffer, path: string): ParentRef {
   const o = PARENT_REF_OFFSET;
-  const kind = buf.readUInt32LE(o);
+  const kind = buf.readUInt32LE(o + ParentRefField.KIND);
   if (kind === ParentKind.NONE) return { kind: 'none' };
-  const pathLength = buf.readUInt32LE(o + 4);
+  const pathLength = buf.readUInt32LE(o + ParentRefField.PATH_LENGTH);
   if (pathLength === 0 || pathLength > MAX_PARENT_PATH) throw corrupt(path, `parent path length ${pathLength}`);
   const parentPath = buf.toString('utf8', PARENT_PATH_OFFSET, PARENT_PATH_OFFSET + pathLength);
   if (parentPath.includes('\0')) throw corrupt(path, 'parent path contains a NUL byte');
-  const size = readU64(buf, o + 8, path, 'parent size');
+  const size = readU64(buf, o + ParentRefField.SIZE, path, 'parent size');
   if (kind === ParentKind.RAW) {
-    return { kind: 'raw', path: parentPath, size, ino: buf.readBigUInt64LE(o + 16), mtimeNs: buf.readBigUInt64LE(o + 24) };
+    return {
+      kind: 'raw',
+      path: parentPath,
+      size,
+      ino: buf.readBigUInt64LE(o + ParentRefField.RAW_INODE),
+      mtimeNs: buf.readBigUInt64LE(o + ParentRefField.RAW_MTIME_NS),
+    };
   }
   if (kind === ParentKind.SNAPSHOT) {
-    return { kind: 'snapshot', path: parentPath, size, digest: Buffer.from(buf.subarray(o + 32, o + 64)) };
+    const at = o + ParentRefField.DIGEST;
+    return { kind: 'snapshot', path: parentPath, size, digest: Buffer.from(buf.subarray(at, at + DIGEST_SIZE)) };
   }
   throw corrupt(path, `unknown parent kind ${kind}`);
 }
@@ -190,7 +204,7 @@ function decodeParent(buf: Buffer, path: string): ParentRef {
 export function overlayLayout(size: number, blockSize: number): { mapPages: number; mapOffset: number; dataOffset: number } {
   const blocks = blockCount(size, blockSize);
   const mapPages = Math.ceil(blocks / MAP_ENTRIES_PER_PAGE);
-  const mapOffset = 2 * HEADER_SIZE;
+  const mapOffset = OVERLAY_MAP_OFFSET;
   const mapEnd = mapOffset + mapPages * MAP_SLOT_STRIDE;
   return { mapPages, mapOffset, dataOffset: Math.ceil(mapEnd / blockSize) * blockSize };
 }
@@ -200,7 +214,7 @@ export function encodeOverlayHeader(h: OverlayHeaderFields): Buffer {
   OVERLAY_MAGIC.copy(buf, OverlayHeader.MAGIC);
   buf.writeUInt32LE(FORMAT_VERSION, OverlayHeader.VERSION);
   buf.writeBigUInt64LE(h.generation, OverlayHeader.GENERATION);
-  buf.writeUInt32LE(h.dirty ? 1 : 0, OverlayHeader.FLAGS);
+  buf.writeUInt32LE(h.dirty ? OverlayFlag.DIRTY : 0, OverlayHeader.FLAGS);
   buf.writeUInt32LE(h.subBlocks, OverlayHeader.SUB_BLOCKS);
   buf.writeBigUInt64LE(BigInt(h.size), OverlayHeader.VIRTUAL_SIZE);
   buf.writeUInt32LE(h.blockSize, OverlayHeader.BLOCK_SIZE);
@@ -217,7 +231,7 @@ export function encodeOverlayHeader(h: OverlayHeaderFields): Buffer {
 export function decodeOverlayHeader(buf: Buffer, path: string): OverlayHeaderFields {
   checkEnvelope(buf, OVERLAY_MAGIC, 'overlay', path);
   const flags = buf.readUInt32LE(OverlayHeader.FLAGS);
-  if (flags & ~1) throw corrupt(path, `unknown flags ${flags}`);
+  if (flags & ~KNOWN_OVERLAY_FLAGS) throw corrupt(path, `unknown flags ${flags}`);
   const size = readU64(buf, OverlayHeader.VIRTUAL_SIZE, path, 'virtual size');
   const blockSize = buf.readUInt32LE(OverlayHeader.BLOCK_SIZE);
   validateGeometry(size, blockSize, path);
@@ -238,16 +252,16 @@ export function decodeOverlayHeader(buf: Buffer, path: string): OverlayHeaderFie
   const parent = decodeParent(buf, path);
   if (parent.kind !== 'none' && parent.size !== size) throw corrupt(path, `parent size ${parent.size} differs from the virtual size ${size}`);
   return {
-    // Bounded so that every later header (generation + 1, + 2) still fits its u64.
+    // Bounded (the writer renumbers before it would pass the bound: OverlayFile.writeHeader).
     generation: BigInt(readU64(buf, OverlayHeader.GENERATION, path, 'generation')),
-    dirty: (flags & 1) !== 0,
+    dirty: (flags & OverlayFlag.DIRTY) !== 0,
     size,
     blockSize,
     subBlocks,
     mapPages,
     mapOffset,
     dataOffset,
-    uuid: Buffer.from(buf.subarray(OverlayHeader.UUID, OverlayHeader.UUID + 16)),
+    uuid: Buffer.from(buf.subarray(OverlayHeader.UUID, OverlayHeader.UUID + UUID_SIZE)),
     createdNs: buf.readBigUInt64LE(OverlayHeader.CREATED_NS),
     parent,
   };
@@ -285,10 +299,10 @@ export function decodeSnapshotHeader(buf: Buffer, path: string, fileSize: number
   }
   const dirOffset = readU64(buf, SnapshotHeader.DIR_OFFSET, path, 'directory offset');
   if (dirOffset < HEADER_SIZE) throw corrupt(path, `block directory offset ${dirOffset} lies inside the header`);
-  if (dirOffset + dirPages * 16 > fileSize) {
+  if (dirOffset + dirPages * DIR_ENTRY_SIZE > fileSize) {
     throw new CowdiskError(
       ErrorCode.TRUNCATED,
-      `${path} is truncated: its block directory should end at byte ${dirOffset + dirPages * 16} but the file has ${fileSize} bytes. Restore it from a copy.`,
+      `${path} is truncated: its block directory should end at byte ${dirOffset + dirPages * DIR_ENTRY_SIZE} but the file has ${fileSize} bytes. Restore it from a copy.`,
       { path },
     );
   }
@@ -303,7 +317,7 @@ export function decodeSnapshotHeader(buf: Buffer, path: string, fileSize: number
     dirCrc: buf.readUInt32LE(SnapshotHeader.DIR_CRC),
     storedBlocks,
     dataBytes: readU64(buf, SnapshotHeader.DATA_BYTES, path, 'data bytes'),
-    layerDigest: Buffer.from(buf.subarray(SnapshotHeader.LAYER_DIGEST, SnapshotHeader.LAYER_DIGEST + 32)),
+    layerDigest: Buffer.from(buf.subarray(SnapshotHeader.LAYER_DIGEST, SnapshotHeader.LAYER_DIGEST + DIGEST_SIZE)),
     createdNs: buf.readBigUInt64LE(SnapshotHeader.CREATED_NS),
     parent,
   };

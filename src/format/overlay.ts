@@ -14,8 +14,9 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import type { BlockFile, FileSystem } from '../io/file.js';
-import { HEADER_SIZE, MAGIC_LENGTH, OVERLAY_MAGIC, blockCount } from './constants.js';
-import { type OverlayHeaderFields, type ParentRef, decodeOverlayHeader, encodeOverlayHeader, overlayLayout, checkNewGeometry } from './header.js';
+import { NewFile, type NewFileOptions } from '../io/new-file.js';
+import { HEADER_SIZE, MAGIC_LENGTH, MAX_GENERATION, OVERLAY_HEADER_SLOTS, OVERLAY_MAGIC, UUID_SIZE, blockCount } from './constants.js';
+import { type OverlayHeaderFields, type ParentRef, checkNewGeometry, decodeOverlayHeader, encodeOverlayHeader, overlayLayout } from './header.js';
 import { StateMap } from './state-map.js';
 
 export interface NewOverlay {
@@ -49,9 +50,24 @@ export class OverlayFile {
     return this.file.readOnly;
   }
 
-  /** Where block `block`'s byte `inBlock` lives in the file. */
-  dataPos(block: number, inBlock = 0): number {
-    return this.header.dataOffset + block * this.header.blockSize + inBlock;
+  /**
+   * The data region by disk offset: the bytes of disk offset `offset` live at one fixed place in
+   * the file (data offset + offset), which is what makes a rewrite one pwrite with no table to
+   * update. Callers pass ranges inside the disk (checked at the edge).
+   */
+  async readData(view: Buffer, offset: number): Promise<void> {
+    const n = await this.file.read(view, this.header.dataOffset + offset);
+    // A file cut short under its data region (checked at open, but a file can shrink meanwhile) reads as zeros.
+    if (n < view.length) view.fill(0, n);
+  }
+
+  writeData(buf: Buffer, offset: number): Promise<void> {
+    return this.file.write(buf, this.header.dataOffset + offset);
+  }
+
+  /** Gives back the space of [offset, offset + length) of the disk; false when the system cannot punch holes. */
+  punchData(offset: number, length: number): Promise<boolean> {
+    return this.file.punchHole(this.header.dataOffset + offset, length);
   }
 
   /** Bytes the file must span: the end of the data region. */
@@ -60,15 +76,28 @@ export class OverlayFile {
   }
 
   /**
-   * Creates an overlay atomically: written and synced under a temporary name, then renamed, so a
-   * crash leaves either nothing or a whole, empty overlay.
+   * Creates an overlay atomically (io/new-file.ts): written and synced under a temporary name, then
+   * named, so a crash leaves either nothing or a whole, empty overlay. `replace` is for the switch
+   * of an overlay to its emptied successor (ops/reset.ts).
    */
-  static async create(fs: FileSystem, file: string, spec: NewOverlay): Promise<void> {
-    const abs = path.resolve(file);
-    checkNewGeometry(spec.size, spec.blockSize, abs);
-    if (await fs.exists(abs)) {
-      throw new CowdiskError(ErrorCode.EXISTS, `${abs} already exists; choose another name or remove it first.`, { path: abs });
+  static async create(fs: FileSystem, file: string, spec: NewOverlay, options: NewFileOptions = {}): Promise<void> {
+    checkNewGeometry(spec.size, spec.blockSize, path.resolve(file));
+    const out = await NewFile.create(fs, file, options);
+    try {
+      await OverlayFile.format(out.file, spec);
+    } catch (err) {
+      // Whatever step failed (EIO, a full disk), the half-made file must not stay behind.
+      await out.discard();
+      throw err;
     }
+    await out.publish({ mode: spec.mode });
+  }
+
+  /**
+   * Writes an empty overlay into an empty file: both header slots valid (the second one current)
+   * and the file as long as its data region, sparse. The caller makes it durable and names it.
+   */
+  static async format(handle: BlockFile, spec: NewOverlay): Promise<void> {
     const layout = overlayLayout(spec.size, spec.blockSize);
     const header: OverlayHeaderFields = {
       generation: 1n,
@@ -77,27 +106,13 @@ export class OverlayFile {
       blockSize: spec.blockSize,
       subBlocks: spec.subBlocks,
       ...layout,
-      uuid: randomBytes(16),
+      uuid: randomBytes(UUID_SIZE),
       createdNs: BigInt(Date.now()) * 1_000_000n,
       parent: spec.parent,
     };
-    const tmp = `${abs}.partial-${process.pid}`;
-    const handle = await fs.create(tmp, { exclusive: false });
-    try {
-      await handle.write(encodeOverlayHeader(header), HEADER_SIZE);
-      await handle.write(encodeOverlayHeader({ ...header, generation: 2n }), 0);
-      await handle.truncate(layout.dataOffset + blockCount(spec.size, spec.blockSize) * spec.blockSize);
-      if (spec.mode !== undefined) await fs.chmod(tmp, spec.mode);
-      await handle.sync();
-      await handle.close();
-      await fs.publish(tmp, abs);
-    } catch (err) {
-      // Whatever step failed (EIO, a full disk), the half-made file must not stay behind.
-      await handle.close().catch(() => undefined);
-      await fs.unlink(tmp).catch(() => undefined);
-      throw err;
-    }
-    await fs.syncDir(path.dirname(abs));
+    await handle.write(encodeOverlayHeader(header), HEADER_SIZE);
+    await handle.write(encodeOverlayHeader({ ...header, generation: 2n }), 0);
+    await handle.truncate(layout.dataOffset + blockCount(spec.size, spec.blockSize) * spec.blockSize);
   }
 
   /**
@@ -158,13 +173,32 @@ export class OverlayFile {
 
   /** Writes `next` as the new header: to the other slot, or (both) to both slots in turn. */
   async writeHeader(next: Omit<OverlayHeaderFields, 'generation'>, both = false): Promise<void> {
-    for (let i = 0; i < (both ? 2 : 1); i++) {
-      const generation = this.header.generation + 1n;
-      const header = { ...next, generation };
-      await this.file.write(encodeOverlayHeader(header), Number(generation % 2n) * HEADER_SIZE);
-      await this.file.sync();
-      this.header = header;
-    }
+    const writes = both ? 2 : 1;
+    if (this.header.generation + BigInt(writes) > MAX_GENERATION) await this.renumber();
+    for (let i = 0; i < writes; i++) await this.writeSlot({ ...next, generation: this.header.generation + 1n });
+  }
+
+  /**
+   * Every header this writer produces must be one the reader accepts, and the reader takes
+   * generations up to MAX_GENERATION only. A header about to pass it starts again from the
+   * bottom, its content unchanged, without a moment at which no slot holds the current header:
+   * first the other slot gets generation 1 or 2 (whichever belongs in that slot), which the
+   * current one still outranks; then the current slot gets the next one, which now outranks it.
+   * A write torn in either step leaves the other slot, with the same content.
+   */
+  private async renumber(): Promise<void> {
+    const other = 1 - headerSlot(this.header.generation);
+    const low = BigInt(other === 1 ? 1 : 2);
+    const current = this.header;
+    await this.writeSlot({ ...current, generation: low });
+    this.header = current;
+    await this.writeSlot({ ...current, generation: low + 1n });
+  }
+
+  private async writeSlot(header: OverlayHeaderFields): Promise<void> {
+    await this.file.write(encodeOverlayHeader(header), headerSlot(header.generation) * HEADER_SIZE);
+    await this.file.sync();
+    this.header = header;
   }
 
   async setDirty(dirty: boolean): Promise<void> {
@@ -183,31 +217,44 @@ async function stillNamed(fs: FileSystem, handle: BlockFile, file: string): Prom
   return named !== undefined && named.ino === (await handle.stat()).ino;
 }
 
-/** Reads both header slots and keeps the valid one with the higher generation. */
-async function readHeader(handle: BlockFile): Promise<OverlayHeaderFields> {
-  const both = Buffer.alloc(2 * HEADER_SIZE);
-  const n = await handle.read(both, 0);
-  const slots = [both.subarray(0, HEADER_SIZE), both.subarray(HEADER_SIZE)];
+/** The slot a header of this generation is written to: the one not holding the previous generation. */
+function headerSlot(generation: bigint): number {
+  return Number(generation % BigInt(OVERLAY_HEADER_SLOTS));
+}
+
+/**
+ * Every header slot of an overlay, decoded, or the error that slot gives (for `check`, which
+ * reports a damaged copy the reader survived).
+ */
+export async function readHeaderSlots(handle: BlockFile): Promise<Array<OverlayHeaderFields | CowdiskError>> {
+  const all = Buffer.alloc(OVERLAY_HEADER_SLOTS * HEADER_SIZE);
+  const n = await handle.read(all, 0);
+  const slots = Array.from({ length: OVERLAY_HEADER_SLOTS }, (_, i) => all.subarray(i * HEADER_SIZE, (i + 1) * HEADER_SIZE));
   if (!slots.some((s) => s.subarray(0, MAGIC_LENGTH).equals(OVERLAY_MAGIC))) {
     throw new CowdiskError(ErrorCode.BAD_MAGIC, `${handle.path} is not a cowdisk overlay (its first bytes are not the overlay magic).`, {
       path: handle.path,
     });
   }
-  if (n < 2 * HEADER_SIZE) {
+  if (n < all.length) {
     throw new CowdiskError(ErrorCode.TRUNCATED, `${handle.path} is truncated: ${n} bytes, shorter than its headers. Restore it from a copy.`, {
       path: handle.path,
     });
   }
-  const decoded: OverlayHeaderFields[] = [];
-  const errors: CowdiskError[] = [];
-  for (const slot of slots) {
+  return slots.map((slot) => {
     try {
-      decoded.push(decodeOverlayHeader(slot, handle.path));
+      return decodeOverlayHeader(slot, handle.path);
     } catch (err) {
       if (!(err instanceof CowdiskError)) throw err;
-      errors.push(err);
+      return err;
     }
-  }
+  });
+}
+
+/** Reads every header slot and keeps the valid one with the higher generation. */
+async function readHeader(handle: BlockFile): Promise<OverlayHeaderFields> {
+  const slots = await readHeaderSlots(handle);
+  const decoded = slots.filter((s): s is OverlayHeaderFields => !(s instanceof CowdiskError));
+  const errors = slots.filter((s): s is CowdiskError => s instanceof CowdiskError);
   if (decoded.length === 0) {
     // Prefer the most specific explanation: a newer version over plain damage.
     throw errors.find((e) => e.code === ErrorCode.BAD_VERSION) ?? errors[0];

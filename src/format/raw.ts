@@ -62,7 +62,7 @@ export class RawFile {
 
   /**
    * The runs of [from, to) that hold data and the holes between them (read as zeros), from the
-   * file system (SEEK_DATA / SEEK_HOLE). Where it cannot tell, everything is data. Past the end of
+   * file system (SEEK_DATA / SEEK_HOLE; where it cannot tell, everything is data). Past the end of
    * the file is a hole.
    */
   async allocation(from: number, to: number): Promise<Array<{ start: number; end: number; data: boolean }>> {
@@ -73,11 +73,11 @@ export class RawFile {
     const fileEnd = Math.min(to, this.size);
     let pos = from;
     while (pos < fileEnd) {
-      const foundData = this.file.seekData ? await this.file.seekData(pos) : pos;
+      const foundData = await this.file.seekData(pos);
       const data = foundData < 0 ? fileEnd : Math.min(foundData, fileEnd);
       push(pos, data, false);
       if (data >= fileEnd) break;
-      const foundHole = this.file.seekHole ? await this.file.seekHole(data) : fileEnd;
+      const foundHole = await this.file.seekHole(data);
       const hole = foundHole < 0 ? fileEnd : Math.min(foundHole, fileEnd);
       push(data, hole, true);
       pos = hole;

@@ -1,48 +1,44 @@
 /**
- * The sealed snapshot layer: a read-only file of fixed-size blocks, written once and never
- * modified, identified by its layer digest.
+ * Reading a sealed snapshot layer (format version 1): a read-only file of fixed-size blocks,
+ * written once and never modified, identified by its layer digest (layer-digest.ts).
  *
  * Layout: a 4 KiB header; the stored blocks (uncompressed ones aligned to 4 KiB so partial reads
  * are page-aligned, lz4 ones packed); the block-table pages of the blocks the layer has; last, the
- * directory, one 16-byte entry per table page (offset 0: every block of that page is absent).
- * Opening reads the header and the directory only (16 bytes per 1024 blocks: 256 KiB for 1 TiB at
- * 64 KiB blocks); table pages are read, checked and decoded on first use and kept in a bounded
- * cache. Every table page has a CRC in the directory; every stored block has the SHA-256 of its
- * uncompressed bytes, checked by `cowdisk check` (and by nothing on the read path, which trusts
- * the data the way qcow2 does: hashing every read would cost more than the read).
+ * directory, one 16-byte entry per table page (offset 0: no page stored). Opening reads the header
+ * and the directory only (16 bytes per 1024 blocks: 256 KiB for 1 TiB at 64 KiB blocks); table
+ * pages are read, checked and decoded on first use and kept in a bounded cache. Every table page
+ * has a CRC in the directory; every stored block has the SHA-256 of its uncompressed bytes,
+ * checked by `cowdisk check` (and by nothing on the read path, which trusts the data the way
+ * qcow2 does: hashing every read would cost more than the read).
  *
- * The layer digest is SHA-256 over a fixed prefix, the geometry and, for each block the layer
- * holds in block order, its index, kind and data digest. It does not depend on compression or on
- * where blocks sit in the file, so the same content always has the same identity.
- *
- * Writing goes to a temporary file renamed into place after everything is synced, so a crash
- * leaves either no layer or a whole one.
+ * Outside this file the layer is asked in blocks, never in pages: the kind of each block of a
+ * range (`kinds`), the bytes of the blocks it stores (`read`), every block it holds with its
+ * digest, in order (`forEachEntry`).
  */
-import { createHash, type Hash } from 'node:crypto';
-import * as path from 'node:path';
-import { compress, uncompressSync } from 'lz4-napi';
-import { CowdiskError, ErrorCode, isCowdiskError } from '../errors.js';
+import { uncompressSync } from 'lz4-napi';
+import { CowdiskError, ErrorCode } from '../errors.js';
 import type { BlockFile, FileSystem } from '../io/file.js';
 import {
   BlockKind,
+  DIGEST_SIZE,
   DIR_ENTRY_SIZE,
+  DirEntryField,
   HEADER_SIZE,
-  LAYER_DIGEST_PREFIX,
-  LZ4_MIN_SAVING,
+  LZ4_SIZE_PREFIX,
   MAGIC_LENGTH,
-  RAW_BLOCK_ALIGN,
   SNAPSHOT_MAGIC,
   TABLE_ENTRIES_PER_PAGE,
   TABLE_ENTRY_SIZE,
   TABLE_PAGE_HEADER,
   TABLE_PAGE_MAGIC,
   TABLE_PAGE_SIZE,
-  alignUp,
+  TableEntryField,
+  TablePageField,
   blockCount,
 } from './constants.js';
 import { zlibCrc32 } from './crc.js';
 import { PageCache } from './page-cache.js';
-import { type ParentRef, type SnapshotHeaderFields, checkNewGeometry, decodeSnapshotHeader, encodeSnapshotHeader } from './header.js';
+import { type SnapshotHeaderFields, decodeSnapshotHeader } from './header.js';
 
 /** One decoded table page: kinds, offsets and stored lengths of up to 1024 blocks. */
 export interface TablePage {
@@ -54,7 +50,6 @@ export interface TablePage {
 
 const MAX_CACHED_PAGES = 4096;
 const MAX_CACHED_BLOCKS = 32;
-const LZ4_PREFIX = 4;
 
 export class SnapshotFile {
   readonly blocks: number;
@@ -112,9 +107,120 @@ export class SnapshotFile {
     }
   }
 
+  /** Blocks this layer holds (stored or zero), from the directory alone: no table page is read. */
+  heldBlocks(): number {
+    let held = 0;
+    for (let index = 0; index < this.header.dirPages; index++) held += this.dirBlocks(index);
+    return held;
+  }
+
+  /**
+   * The kind (BlockKind) of each block of [first, first + count), or null when the layer has none
+   * of them (every one absent: read the parent), which the directory alone tells.
+   */
+  async kinds(first: number, count: number): Promise<Uint8Array | null> {
+    let out: Uint8Array | null = null;
+    const end = first + count;
+    for (let index = pageOf(first); index * TABLE_ENTRIES_PER_PAGE < end; index++) {
+      const page = await this.page(index);
+      if (!page) continue;
+      out ??= new Uint8Array(count);
+      const pageFirst = index * TABLE_ENTRIES_PER_PAGE;
+      const from = Math.max(first, pageFirst);
+      const to = Math.min(end, pageFirst + TABLE_ENTRIES_PER_PAGE);
+      out.set(page.kinds.subarray(from - pageFirst, to - pageFirst), from - first);
+    }
+    return out;
+  }
+
+  /**
+   * Fills `buf` with the disk's bytes at `offset`, which lie in blocks this layer stores or zeroes
+   * (the caller asked `kinds` first). Uncompressed blocks adjacent in the file are read at once.
+   */
+  async read(buf: Buffer, offset: number): Promise<void> {
+    const bs = this.header.blockSize;
+    const end = offset + buf.length;
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const page = this.pages.get(pageOf(block)) ?? (await this.page(pageOf(block)));
+      const slot = block % TABLE_ENTRIES_PER_PAGE;
+      const kind = page ? page.kinds[slot] : BlockKind.ABSENT;
+      const inBlock = pos - block * bs;
+      let runEnd = Math.min(end, (block + 1) * bs);
+      const view = () => buf.subarray(pos - offset, runEnd - offset);
+      if (!page || kind === BlockKind.ZERO || kind === BlockKind.ABSENT) {
+        view().fill(0);
+      } else if (kind === BlockKind.RAW) {
+        // Following raw blocks of this page that sit right after this one in the file: one read.
+        let last = slot;
+        while (runEnd < end && last + 1 < TABLE_ENTRIES_PER_PAGE && page.kinds[last + 1] === BlockKind.RAW && page.offsets[last + 1] === page.offsets[last] + bs) {
+          last++;
+          runEnd = Math.min(end, runEnd + bs);
+        }
+        const v = view();
+        if ((await this.file.read(v, page.offsets[slot] + inBlock)) !== v.length) throw this.damaged(`block ${block} is cut short`, block);
+      } else {
+        const whole = await this.readLz4(block, page.offsets[slot], page.lengths[slot]);
+        const v = view();
+        whole.copy(v, 0, inBlock, inBlock + v.length);
+      }
+      pos = runEnd;
+    }
+  }
+
+  /**
+   * Calls `fn` for every block the layer holds, in block order, with its kind and (for stored
+   * blocks) the SHA-256 its bytes must have. A table page that cannot be read goes to `onError`
+   * and its blocks are skipped; the walk goes on (`check` reports every damaged page).
+   */
+  async forEachEntry(
+    fn: (block: number, kind: number, digest: Buffer | null) => void | Promise<void>,
+    onError: (err: CowdiskError) => void,
+  ): Promise<void> {
+    for (let index = 0; index < this.header.dirPages; index++) {
+      const first = index * TABLE_ENTRIES_PER_PAGE;
+      let bytes: Buffer | null;
+      let page: TablePage | null;
+      try {
+        const kind = this.pageKind(index);
+        if (kind === 'absent') continue;
+        if (kind === 'zero') {
+          for (let block = first; block < first + this.blocksInPage(index); block++) await fn(block, BlockKind.ZERO, null);
+          continue;
+        }
+        bytes = await this.readPageBytes(index);
+        page = await this.page(index);
+      } catch (err) {
+        if (!(err instanceof CowdiskError)) throw err;
+        onError(err);
+        continue;
+      }
+      if (!page) continue;
+      for (let slot = 0; slot < TABLE_ENTRIES_PER_PAGE; slot++) {
+        const kind = page.kinds[slot];
+        if (kind === BlockKind.ABSENT) continue;
+        const at = TABLE_PAGE_HEADER + slot * TABLE_ENTRY_SIZE + TableEntryField.DIGEST;
+        await fn(first + slot, kind, kind === BlockKind.ZERO ? null : bytes.subarray(at, at + DIGEST_SIZE));
+      }
+    }
+  }
+
+  /** The whole uncompressed block `block` (zeros for a zero or absent block). */
+  async readBlock(block: number): Promise<Buffer> {
+    const out = Buffer.alloc(this.header.blockSize);
+    await this.read(out, block * this.header.blockSize);
+    return out;
+  }
+
   /** Blocks covered by table page `index` (the last page may cover fewer than 1024). */
   blocksInPage(index: number): number {
     return Math.min(TABLE_ENTRIES_PER_PAGE, this.blocks - index * TABLE_ENTRIES_PER_PAGE);
+  }
+
+  /** Blocks the layer has (stored or zero) in table page `index`, from its directory entry. */
+  private dirBlocks(index: number): number {
+    return this.directory.readUInt32LE(index * DIR_ENTRY_SIZE + DirEntryField.BLOCKS);
   }
 
   /**
@@ -123,34 +229,24 @@ export class SnapshotFile {
    */
   pageKind(index: number): 'absent' | 'zero' | 'stored' {
     const at = index * DIR_ENTRY_SIZE;
-    if (this.directory.readBigUInt64LE(at) !== 0n) return 'stored';
-    const blocks = this.directory.readUInt32LE(at + 12);
+    if (this.directory.readBigUInt64LE(at + DirEntryField.PAGE_OFFSET) !== 0n) return 'stored';
+    const blocks = this.dirBlocks(index);
     if (blocks === 0) return 'absent';
-    if (blocks === this.blocksInPage(index) && this.directory.readUInt32LE(at + 8) === 0) return 'zero';
+    if (blocks === this.blocksInPage(index) && this.directory.readUInt32LE(at + DirEntryField.PAGE_CRC) === 0) return 'zero';
     throw this.damaged(`the directory entry of table page ${index} is impossible`, index * TABLE_ENTRIES_PER_PAGE);
-  }
-
-  /** Whether the layer has any block of table page `index` (false: all absent, read the parent). */
-  hasPage(index: number): boolean {
-    return this.pageKind(index) !== 'absent';
-  }
-
-  /** Blocks this layer stores or zeroes, from the directory (no page reads). */
-  storedInPage(index: number): number {
-    return this.directory.readUInt32LE(index * DIR_ENTRY_SIZE + 12);
   }
 
   /** Table page `index`, or null when the layer has none of its blocks. */
   page(index: number): TablePage | null | Promise<TablePage | null> {
-    if (!this.hasPage(index)) return null;
+    if (this.pageKind(index) === 'absent') return null;
     return this.pages.fetch(index);
   }
 
-  /** Reads a table page and checks it; the raw bytes come back too (check needs the digests). */
+  /** Reads a table page and checks it; the raw bytes come back too (they hold the digests). */
   async readPageBytes(index: number): Promise<Buffer> {
     const at = index * DIR_ENTRY_SIZE;
-    const offset = Number(this.directory.readBigUInt64LE(at));
-    const crc = this.directory.readUInt32LE(at + 8);
+    const offset = Number(this.directory.readBigUInt64LE(at + DirEntryField.PAGE_OFFSET));
+    const crc = this.directory.readUInt32LE(at + DirEntryField.PAGE_CRC);
     if (offset < HEADER_SIZE || offset + TABLE_PAGE_SIZE > this.fileSize) {
       throw this.damaged(`block table page ${index} lies outside the file`, index * TABLE_ENTRIES_PER_PAGE);
     }
@@ -158,7 +254,7 @@ export class SnapshotFile {
     if ((await this.file.read(bytes, offset)) !== TABLE_PAGE_SIZE) {
       throw this.damaged(`block table page ${index} is cut short`, index * TABLE_ENTRIES_PER_PAGE);
     }
-    if (zlibCrc32(bytes) !== crc || bytes.readUInt32LE(0) !== TABLE_PAGE_MAGIC || bytes.readUInt32LE(4) !== index) {
+    if (zlibCrc32(bytes) !== crc || bytes.readUInt32LE(TablePageField.MAGIC) !== TABLE_PAGE_MAGIC || bytes.readUInt32LE(TablePageField.PAGE_INDEX) !== index) {
       throw this.damaged(`block table page ${index} fails its checksum`, index * TABLE_ENTRIES_PER_PAGE);
     }
     return bytes;
@@ -180,9 +276,9 @@ export class SnapshotFile {
     const bs = this.header.blockSize;
     for (let slot = 0; slot < TABLE_ENTRIES_PER_PAGE; slot++) {
       const at = TABLE_PAGE_HEADER + slot * TABLE_ENTRY_SIZE;
-      const offset = Number(bytes.readBigUInt64LE(at));
-      const length = bytes.readUInt32LE(at + 8);
-      const kind = bytes[at + 12];
+      const offset = Number(bytes.readBigUInt64LE(at + TableEntryField.OFFSET));
+      const length = bytes.readUInt32LE(at + TableEntryField.STORED_LENGTH);
+      const kind = bytes[at + TableEntryField.KIND];
       const block = first + slot;
       const bad = (why: string) => this.damaged(`the table entry of block ${block} ${why}`, block);
       if (kind === BlockKind.ABSENT || kind === BlockKind.ZERO) {
@@ -191,7 +287,7 @@ export class SnapshotFile {
       } else if (kind === BlockKind.RAW || kind === BlockKind.LZ4) {
         if (block >= this.blocks) throw bad('lies past the end');
         const maxLength = kind === BlockKind.RAW ? bs : bs - 1;
-        if (kind === BlockKind.RAW ? length !== bs : length <= LZ4_PREFIX || length > maxLength) {
+        if (kind === BlockKind.RAW ? length !== bs : length <= LZ4_SIZE_PREFIX || length > maxLength) {
           throw bad(`has an impossible stored length ${length}`);
         }
         if (offset < HEADER_SIZE || offset + length > this.header.dirOffset) throw bad('points outside the data region');
@@ -205,15 +301,8 @@ export class SnapshotFile {
     return page;
   }
 
-  /** The whole uncompressed block `block`, stored as `kind` at `offset` (`length` bytes). lz4 blocks are cached. */
-  async readStoredBlock(block: number, kind: number, offset: number, length: number): Promise<Buffer> {
-    const bs = this.header.blockSize;
-    if (kind === BlockKind.RAW) {
-      const out = Buffer.alloc(bs);
-      if ((await this.file.read(out, offset)) !== bs) throw this.damaged(`block ${block} is cut short`, block);
-      return out;
-    }
-    if (kind !== BlockKind.LZ4) return Buffer.alloc(bs);
+  /** An lz4 block, decompressed; the last few are kept, since a run of small reads often hits one block. */
+  private async readLz4(block: number, offset: number, length: number): Promise<Buffer> {
     const hit = this.decompressed.get(block);
     if (hit) return hit;
     const stored = Buffer.alloc(length);
@@ -225,9 +314,9 @@ export class SnapshotFile {
   }
 
   /** Decompresses one stored block, refusing a size prefix that is not the block size. */
-  decompress(stored: Buffer, block: number): Buffer {
+  private decompress(stored: Buffer, block: number): Buffer {
     // lz4-napi allocates what the prefix claims: check it before handing the bytes over.
-    if (stored.length <= LZ4_PREFIX || stored.readUInt32LE(0) !== this.header.blockSize) {
+    if (stored.length <= LZ4_SIZE_PREFIX || stored.readUInt32LE(0) !== this.header.blockSize) {
       throw this.damaged(`compressed block ${block} has a bad size prefix`, block);
     }
     let out: Buffer;
@@ -252,220 +341,6 @@ export class SnapshotFile {
   }
 }
 
-/**
- * The layer digest, fed in block order: SHA-256 over the prefix, the geometry, and for each block
- * the layer holds its index, kind (zero, or data whether compressed or not) and data digest.
- */
-export class LayerDigest {
-  private readonly hash: Hash = createHash('sha256');
-  private readonly record = Buffer.alloc(5);
-
-  constructor(size: number, blockSize: number) {
-    const geometry = Buffer.alloc(12);
-    geometry.writeBigUInt64LE(BigInt(size), 0);
-    geometry.writeUInt32LE(blockSize, 8);
-    this.hash.update(LAYER_DIGEST_PREFIX).update(geometry);
-  }
-
-  zero(block: number): void {
-    this.record.writeUInt32LE(block, 0);
-    this.record[4] = BlockKind.ZERO;
-    this.hash.update(this.record);
-  }
-
-  data(block: number, digest: Buffer): void {
-    this.record.writeUInt32LE(block, 0);
-    this.record[4] = BlockKind.RAW;
-    this.hash.update(this.record).update(digest);
-  }
-
-  digest(): Buffer {
-    return this.hash.digest();
-  }
-}
-
-export interface SnapshotWriterOptions {
-  size: number;
-  blockSize: number;
-  parent: ParentRef;
-}
-
-/** A block on its way into the layer: hashed at once, compressed on the thread pool. */
-interface QueuedBlock {
-  block: number;
-  /** null: a zero block. */
-  data: Buffer | null;
-  digest?: Buffer;
-  compressed?: Promise<Buffer>;
-}
-
-/** Blocks hashed and compressing at once: enough to keep the thread pool busy while this thread hashes. */
-const IN_FLIGHT = 16;
-
-/**
- * Writes a sealed layer block by block, in increasing block order, then seals it. Blocks not
- * given are absent (read the parent). A table page whose blocks are all zero is not stored: its
- * directory entry says so.
- */
-export class SnapshotWriter {
-  private pos = HEADER_SIZE;
-  private readonly directory: Buffer;
-  private page: Buffer | undefined;
-  private pageIndex = -1;
-  private pageStored = 0;
-  private pageData = 0;
-  private lastBlock = -1;
-  private storedBlocks = 0;
-  private dataBytes = 0;
-  private readonly layer: LayerDigest;
-  private readonly queue: QueuedBlock[] = [];
-  readonly blocks: number;
-
-  private constructor(
-    private readonly fs: FileSystem,
-    private readonly file: BlockFile,
-    private readonly tmpPath: string,
-    readonly finalPath: string,
-    private readonly options: SnapshotWriterOptions,
-  ) {
-    this.blocks = blockCount(options.size, options.blockSize);
-    this.directory = Buffer.alloc(Math.ceil(this.blocks / TABLE_ENTRIES_PER_PAGE) * DIR_ENTRY_SIZE);
-    this.layer = new LayerDigest(options.size, options.blockSize);
-  }
-
-  static async create(fs: FileSystem, finalPath: string, options: SnapshotWriterOptions): Promise<SnapshotWriter> {
-    const abs = path.resolve(finalPath);
-    checkNewGeometry(options.size, options.blockSize, abs);
-    if (await fs.exists(abs)) {
-      throw new CowdiskError(ErrorCode.EXISTS, `${abs} already exists; choose another name or remove it first.`, { path: abs });
-    }
-    const tmpPath = `${abs}.partial-${process.pid}`;
-    const file = await fs.create(tmpPath, { exclusive: false });
-    return new SnapshotWriter(fs, file, tmpPath, abs, options);
-  }
-
-  /**
-   * Adds block `block`: its bytes (exactly one block; the last block zero-padded) or null for a
-   * zero block. The bytes are copied: the caller may reuse its buffer when this returns.
-   */
-  async add(block: number, data: Buffer | null): Promise<void> {
-    if (block <= this.lastBlock || block >= this.blocks) {
-      throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `snapshot blocks must be added once each, in order (got ${block} after ${this.lastBlock}).`);
-    }
-    const bs = this.options.blockSize;
-    if (data !== null && data.length !== bs) {
-      throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `block ${block} has ${data.length} bytes, not ${bs}.`);
-    }
-    this.lastBlock = block;
-    if (data === null) {
-      this.queue.push({ block, data: null });
-    } else {
-      const copy = Buffer.from(data);
-      // lz4-napi's compressSync leaks its output whenever it is large (measured: ~125 KiB per call
-      // on incompressible blocks, in every release up to 2.10.0); the asynchronous compress does
-      // not, and runs on the thread pool while this thread computes the digest.
-      const compressed = compress(copy);
-      compressed.catch(() => undefined);
-      this.queue.push({ block, data: copy, compressed, digest: createHash('sha256').update(copy).digest() });
-    }
-    if (this.queue.length >= IN_FLIGHT) await this.store(this.queue.shift() as QueuedBlock);
-  }
-
-  /** Writes one queued block and its table entry (blocks leave the queue in order). */
-  private async store(item: QueuedBlock): Promise<void> {
-    const { block } = item;
-    const pageIndex = Math.floor(block / TABLE_ENTRIES_PER_PAGE);
-    if (pageIndex !== this.pageIndex) await this.startPage(pageIndex);
-    const entry = TABLE_PAGE_HEADER + (block % TABLE_ENTRIES_PER_PAGE) * TABLE_ENTRY_SIZE;
-    const page = this.page as Buffer;
-    this.pageStored++;
-    if (item.data === null) {
-      page[entry + 12] = BlockKind.ZERO;
-      this.layer.zero(block);
-      return;
-    }
-    const bs = this.options.blockSize;
-    const compressed = await (item.compressed as Promise<Buffer>);
-    const useLz4 = compressed.length <= bs * (1 - LZ4_MIN_SAVING);
-    const stored = useLz4 ? compressed : item.data;
-    if (!useLz4) this.pos = alignUp(this.pos, RAW_BLOCK_ALIGN);
-    await this.file.write(stored, this.pos);
-    page.writeBigUInt64LE(BigInt(this.pos), entry);
-    page.writeUInt32LE(stored.length, entry + 8);
-    page[entry + 12] = useLz4 ? BlockKind.LZ4 : BlockKind.RAW;
-    (item.digest as Buffer).copy(page, entry + 16);
-    this.pos += stored.length;
-    this.storedBlocks++;
-    this.pageData++;
-    this.dataBytes += stored.length;
-    this.layer.data(block, item.digest as Buffer);
-  }
-
-  private async startPage(index: number): Promise<void> {
-    await this.finishPage();
-    this.pageIndex = index;
-    this.pageStored = 0;
-    this.pageData = 0;
-    this.page = Buffer.alloc(TABLE_PAGE_SIZE);
-    this.page.writeUInt32LE(TABLE_PAGE_MAGIC, 0);
-    this.page.writeUInt32LE(index, 4);
-  }
-
-  private async finishPage(): Promise<void> {
-    if (!this.page || this.pageStored === 0) return;
-    const at = this.pageIndex * DIR_ENTRY_SIZE;
-    const inPage = Math.min(TABLE_ENTRIES_PER_PAGE, this.blocks - this.pageIndex * TABLE_ENTRIES_PER_PAGE);
-    this.directory.writeUInt32LE(this.pageStored, at + 12);
-    if (this.pageData === 0 && this.pageStored === inPage) {
-      // Every block of the page is zero: the directory entry alone says so (offset 0, CRC 0).
-      this.page = undefined;
-      return;
-    }
-    this.directory.writeBigUInt64LE(BigInt(this.pos), at);
-    this.directory.writeUInt32LE(zlibCrc32(this.page), at + 8);
-    await this.file.write(this.page, this.pos);
-    this.pos += this.page.length;
-    this.page = undefined;
-  }
-
-  /** Writes the tables and header, syncs, and renames the layer into place (read-only). */
-  async finish(): Promise<SnapshotHeaderFields> {
-    while (this.queue.length > 0) await this.store(this.queue.shift() as QueuedBlock);
-    await this.finishPage();
-    const header: SnapshotHeaderFields = {
-      size: this.options.size,
-      blockSize: this.options.blockSize,
-      dirPages: this.directory.length / DIR_ENTRY_SIZE,
-      dirOffset: this.pos,
-      dirCrc: zlibCrc32(this.directory),
-      storedBlocks: this.storedBlocks,
-      dataBytes: this.dataBytes,
-      layerDigest: this.layer.digest(),
-      createdNs: BigInt(Date.now()) * 1_000_000n,
-      parent: this.options.parent,
-    };
-    await this.file.write(this.directory, this.pos);
-    await this.file.write(encodeSnapshotHeader(header), 0);
-    await this.file.sync();
-    await this.file.close();
-    await this.fs.chmod(this.tmpPath, 0o444);
-    try {
-      await this.fs.publish(this.tmpPath, this.finalPath);
-    } catch (err) {
-      if (!isCowdiskError(err, ErrorCode.EXISTS)) throw err;
-      await this.fs.unlink(this.tmpPath);
-      throw new CowdiskError(ErrorCode.EXISTS, `${this.finalPath} appeared while the layer was written; the new layer was discarded.`, {
-        path: this.finalPath,
-      });
-    }
-    await this.fs.syncDir(path.dirname(this.finalPath));
-    return header;
-  }
-
-  /** Gives up: removes the temporary file. */
-  async abort(): Promise<void> {
-    this.queue.length = 0;
-    await this.file.close().catch(() => undefined);
-    await this.fs.unlink(this.tmpPath).catch(() => undefined);
-  }
+function pageOf(block: number): number {
+  return Math.floor(block / TABLE_ENTRIES_PER_PAGE);
 }

@@ -21,30 +21,41 @@
  */
 import { CowdiskError, ErrorCode } from '../errors.js';
 import type { BlockFile } from '../io/file.js';
-import { MAP_ENTRIES_PER_PAGE, MAP_PAGE_HEADER, MAP_PAGE_MAGIC, MAP_PAGE_SIZE, MAP_SLOT_STRIDE } from './constants.js';
+import { MAP_ENTRIES_PER_PAGE, MAP_ENTRY_SIZE, MAP_PAGE_HEADER, MAP_PAGE_MAGIC, MAP_PAGE_SIZE, MAP_SLOT_STRIDE, MapPageField } from './constants.js';
 import { zlibCrc32 } from './crc.js';
 import { PageCache } from './page-cache.js';
 
 export class MapPage {
-  /** Interleaved masks: [present0, zero0, present1, zero1, ...]. */
+  /** Interleaved masks: [present0, zero0, present1, zero1, ...], one pair per block of the page. */
   readonly masks = new Uint32Array(2 * MAP_ENTRIES_PER_PAGE);
   /** Generation of the version last made durable (0 for a page never written, and after a wrap). */
   durableGen = 0;
   dirty = false;
+  /** The first block this page describes. */
+  readonly first: number;
 
-  constructor(readonly index: number) {}
-
-  present(slot: number): number {
-    return this.masks[2 * slot];
+  constructor(
+    readonly index: number,
+    /** Blocks of the disk this page describes (the last page may describe fewer than 510). */
+    readonly count: number,
+  ) {
+    this.first = index * MAP_ENTRIES_PER_PAGE;
   }
 
-  zero(slot: number): number {
-    return this.masks[2 * slot + 1];
+  /** Sub-blocks of `block` (a block of this page) present in the overlay. */
+  present(block: number): number {
+    return this.masks[2 * (block - this.first)];
   }
 
-  set(slot: number, present: number, zero: number): void {
-    this.masks[2 * slot] = present;
-    this.masks[2 * slot + 1] = zero;
+  /** Sub-blocks of `block` that read as zeros. */
+  zero(block: number): number {
+    return this.masks[2 * (block - this.first) + 1];
+  }
+
+  set(block: number, present: number, zero: number): void {
+    const at = 2 * (block - this.first);
+    this.masks[at] = present;
+    this.masks[at + 1] = zero;
     this.dirty = true;
   }
 }
@@ -79,31 +90,65 @@ export class StateMap {
 
   /** The page holding `block`, loading it from disk the first time. */
   page(block: number): MapPage | Promise<MapPage> {
-    return this.pages.fetch(Math.floor(block / MAP_ENTRIES_PER_PAGE));
+    return this.loaded(block) ?? this.pages.fetch(Math.floor(block / MAP_ENTRIES_PER_PAGE));
   }
 
-  async pageAsync(block: number): Promise<MapPage> {
-    return this.page(block);
+  /** Whether the pages of blocks first..last (inclusive) are all in memory. */
+  rangeLoaded(first: number, last: number): boolean {
+    for (let index = pageOf(first); index <= pageOf(last); index++) if (!this.pages.get(index)) return false;
+    return true;
+  }
+
+  /** Loads the pages of blocks first..last (inclusive). */
+  async loadRange(first: number, last: number): Promise<void> {
+    for (let index = pageOf(first); index <= pageOf(last); index++) await this.pages.fetch(index);
+  }
+
+  /** The blocks page `index` describes: [first, last] (for messages and repair). */
+  blocksOfPage(index: number): [number, number] {
+    const first = index * MAP_ENTRIES_PER_PAGE;
+    return [first, first + this.countOf(index) - 1];
+  }
+
+  /** Calls `fn` for every block that is present or zero in any sub-block, in order (cost: the pages written). */
+  async forEachHeld(fn: (block: number, present: number, zero: number) => void | Promise<void>): Promise<void> {
+    await this.visit(async (page) => {
+      if (!page) return;
+      for (let block = page.first; block < page.first + page.count; block++) {
+        const p = page.present(block);
+        const z = page.zero(block);
+        if ((p | z) !== 0) await fn(block, p, z);
+      }
+    });
+  }
+
+  private countOf(index: number): number {
+    return Math.min(MAP_ENTRIES_PER_PAGE, this.blocks - index * MAP_ENTRIES_PER_PAGE);
   }
 
   /**
    * Visits every page in order, for walks over the whole map (info's counts, reclaiming space):
    * a page in memory as it is; a page only on disk read but not kept (a walk over a 1 TiB map
    * must not end up holding all of it); a run of pages never written (holes in the file, found
-   * with seekData where the system can tell) as null, without reading them. The cost follows
-   * what was written, not the disk size.
+   * with seekData where the system can tell) as null, without reading them, with the blocks it
+   * would describe. The cost follows what was written, not the disk size.
    */
-  async visit(fn: (index: number, page: MapPage | null) => void | Promise<void>): Promise<void> {
+  async visit(fn: (page: MapPage | null, first: number, count: number) => void | Promise<void>): Promise<void> {
+    const unwritten = (index: number) => fn(null, index * MAP_ENTRIES_PER_PAGE, this.countOf(index));
     let index = 0;
     while (index < this.pageCount) {
-      if (this.file.seekData && !this.pages.get(index)) {
+      if (!this.pages.get(index)) {
         const data = await this.file.seekData(this.mapOffset + index * MAP_SLOT_STRIDE);
         const written = data < 0 ? this.pageCount : Math.min(this.pageCount, Math.floor((data - this.mapOffset) / MAP_SLOT_STRIDE));
         // Never written on disk, but a page changed since the last flush may be in memory.
-        for (; index < written; index++) await fn(index, this.pages.get(index) ?? null);
+        for (; index < written; index++) {
+          const page = this.pages.get(index);
+          await (page ? fn(page, page.first, page.count) : unwritten(index));
+        }
         if (index >= this.pageCount) return;
       }
-      await fn(index, this.pages.get(index) ?? (await this.load(index)));
+      const page = this.pages.get(index) ?? (await this.load(index));
+      await fn(page, page.first, page.count);
       index++;
     }
   }
@@ -119,7 +164,7 @@ export class StateMap {
         { path: this.file.path, block: first },
       );
     }
-    const page = new MapPage(index);
+    const page = new MapPage(index, this.countOf(index));
     if (chosen.kind === 'valid') {
       page.masks.set(chosen.masks);
       page.durableGen = chosen.gen;
@@ -136,17 +181,18 @@ export class StateMap {
   }
 
   decodeSlot(bytes: Buffer, index: number): SlotState {
-    const magic = bytes.readUInt32LE(0);
+    const magic = bytes.readUInt32LE(MapPageField.MAGIC);
     if (magic === 0 && isAllZero(bytes)) return { kind: 'empty' };
     if (magic !== MAP_PAGE_MAGIC) return { kind: 'invalid', why: 'bad magic' };
-    if (zlibCrc32(bytes.subarray(8)) !== bytes.readUInt32LE(4)) return { kind: 'invalid', why: 'checksum mismatch' };
-    if (bytes.readUInt32LE(8) !== index) return { kind: 'invalid', why: `holds page ${bytes.readUInt32LE(8)}` };
-    const gen = bytes.readUInt32LE(12);
+    if (zlibCrc32(bytes.subarray(MapPageField.PAGE_INDEX)) !== bytes.readUInt32LE(MapPageField.CRC)) return { kind: 'invalid', why: 'checksum mismatch' };
+    const holds = bytes.readUInt32LE(MapPageField.PAGE_INDEX);
+    if (holds !== index) return { kind: 'invalid', why: `holds page ${holds}` };
+    const gen = bytes.readUInt32LE(MapPageField.GENERATION);
     const masks = new Uint32Array(2 * MAP_ENTRIES_PER_PAGE);
     const first = index * MAP_ENTRIES_PER_PAGE;
     for (let slot = 0; slot < MAP_ENTRIES_PER_PAGE; slot++) {
-      const present = bytes.readUInt32LE(MAP_PAGE_HEADER + 8 * slot);
-      const zero = bytes.readUInt32LE(MAP_PAGE_HEADER + 8 * slot + 4);
+      const present = bytes.readUInt32LE(MAP_PAGE_HEADER + MAP_ENTRY_SIZE * slot);
+      const zero = bytes.readUInt32LE(MAP_PAGE_HEADER + MAP_ENTRY_SIZE * slot + 4);
       if ((present | zero) === 0) continue;
       if (first + slot >= this.blocks) return { kind: 'invalid', why: `entry for block ${first + slot} past the end` };
       if ((present & zero) !== 0 || ((present | zero) & ~this.fullMask) !== 0) {
@@ -212,8 +258,8 @@ export class StateMap {
     for (const p of committed) {
       if (p.gen !== 1 || p.page.durableGen !== 1) continue;
       const mirror = Buffer.from(p.bytes);
-      mirror.writeUInt32LE(2, 12);
-      mirror.writeUInt32LE(zlibCrc32(mirror.subarray(8)), 4);
+      mirror.writeUInt32LE(2, MapPageField.GENERATION);
+      sealPage(mirror);
       await this.file.write(mirror, slotOffset(this.mapOffset, p.page.index, 2));
       p.page.durableGen = 2;
     }
@@ -226,7 +272,7 @@ export class StateMap {
 
   /** Puts a page in memory with given masks (repair), marked dirty. */
   replace(index: number, masks: Uint32Array | undefined, durableGen: number): MapPage {
-    const page = new MapPage(index);
+    const page = new MapPage(index, this.countOf(index));
     if (masks) page.masks.set(masks);
     page.durableGen = durableGen;
     page.dirty = true;
@@ -246,12 +292,21 @@ export function slotOffset(mapOffset: number, index: number, gen: number): numbe
 
 export function encodePage(page: MapPage, gen: number): Buffer {
   const bytes = Buffer.alloc(MAP_PAGE_SIZE);
-  bytes.writeUInt32LE(MAP_PAGE_MAGIC, 0);
-  bytes.writeUInt32LE(page.index, 8);
-  bytes.writeUInt32LE(gen, 12);
+  bytes.writeUInt32LE(MAP_PAGE_MAGIC, MapPageField.MAGIC);
+  bytes.writeUInt32LE(page.index, MapPageField.PAGE_INDEX);
+  bytes.writeUInt32LE(gen, MapPageField.GENERATION);
   for (let i = 0; i < page.masks.length; i++) bytes.writeUInt32LE(page.masks[i], MAP_PAGE_HEADER + 4 * i);
-  bytes.writeUInt32LE(zlibCrc32(bytes.subarray(8)), 4);
+  return sealPage(bytes);
+}
+
+/** Sets a page's CRC over everything after it. */
+function sealPage(bytes: Buffer): Buffer {
+  bytes.writeUInt32LE(zlibCrc32(bytes.subarray(MapPageField.PAGE_INDEX)), MapPageField.CRC);
   return bytes;
+}
+
+function pageOf(block: number): number {
+  return Math.floor(block / MAP_ENTRIES_PER_PAGE);
 }
 
 /**

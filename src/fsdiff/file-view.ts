@@ -15,8 +15,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { NbdServer } from '../nbd/index.js';
-import type { BlockDevice, Capabilities, Extent, LayerInfo } from '../image/device.js';
-import { READ_ONLY_CAPABILITIES } from '../image/sealed-chain.js';
+import type { BlockDevice, Capabilities } from '../image/device.js';
+import { PassThroughDevice } from '../image/pass-through.js';
+import { READ_ONLY_CAPABILITIES, readOnlyError } from '../image/sealed-chain.js';
 
 /** The absolute path of program `name`, or an error naming the Debian package that has it. */
 export function findProgram(name: string, debianPackage: string, purpose: string): string {
@@ -58,47 +59,27 @@ export function runProgram(file: string, args: readonly string[], input = ''): P
   });
 }
 
-/** A device lent to the server: everything passes through, but closing is left to its owner. */
-class Lent implements BlockDevice {
-  readonly capabilities: Capabilities = READ_ONLY_CAPABILITIES;
-
-  constructor(private readonly device: BlockDevice) {}
-
-  get size(): number {
-    return this.device.size;
+/** A device lent to the server: reads pass through, writes are refused, closing is left to its owner. */
+class Lent extends PassThroughDevice {
+  override get capabilities(): Capabilities {
+    return READ_ONLY_CAPABILITIES;
   }
 
-  get blockSize(): number {
-    return this.device.blockSize;
+  override async write(): Promise<void> {
+    throw readOnlyError('this view is read-only.');
   }
 
-  get chain(): readonly LayerInfo[] {
-    return this.device.chain;
+  override async zero(): Promise<void> {
+    throw readOnlyError('this view is read-only.');
   }
 
-  read(buf: Buffer, offset: number): Promise<void> {
-    return this.device.read(buf, offset);
+  override async trim(): Promise<void> {
+    throw readOnlyError('this view is read-only.');
   }
 
-  extents(offset: number, length: number): Promise<Extent[]> {
-    return this.device.extents(offset, length);
-  }
+  override async flush(): Promise<void> {}
 
-  async write(): Promise<void> {
-    throw new CowdiskError(ErrorCode.READ_ONLY, 'this view is read-only.');
-  }
-
-  async zero(): Promise<void> {
-    throw new CowdiskError(ErrorCode.READ_ONLY, 'this view is read-only.');
-  }
-
-  async trim(): Promise<void> {
-    throw new CowdiskError(ErrorCode.READ_ONLY, 'this view is read-only.');
-  }
-
-  async flush(): Promise<void> {}
-
-  async close(): Promise<void> {}
+  override async close(): Promise<void> {}
 }
 
 export interface FileViews {

@@ -44,7 +44,8 @@ interface InodeVersions {
 }
 
 export async function diffFiles(sides: DiffSides, ranges: readonly DiffRange[]): Promise<FileChange[]> {
-  const geometry = await readExt4Geometry(sides.image);
+  const disk = sides.image.device;
+  const geometry = await readExt4Geometry(disk);
   if (!geometry) {
     throw new CowdiskError(
       ErrorCode.UNSUPPORTED,
@@ -58,18 +59,18 @@ export async function diffFiles(sides: DiffSides, ranges: readonly DiffRange[]):
   if (oldGeometry && !sameGeometry(geometry, oldGeometry)) {
     throw new CowdiskError(ErrorCode.UNSUPPORTED, `the file system on ${sides.image.path} was resized or made anew since ${sides.basePath}; ${PURPOSE} compares files only within one file system.`);
   }
-  const { inodes, dataRuns } = await changedInodes(sides.image, oldDisk, geometry, ranges);
+  const { inodes, dataRuns } = await changedInodes(disk, oldDisk, geometry, ranges);
   const samples = sample(dataRuns.map((run) => run[0]), MAX_DATA_SAMPLES);
   if (inodes.size === 0 && samples.length === 0) return [];
 
-  const views = await viewAsFiles(oldDisk ? [sides.image, oldDisk] : [sides.image], PURPOSE);
+  const views = await viewAsFiles(oldDisk ? [disk, oldDisk] : [disk], PURPOSE);
   try {
     const [newFile, oldFile] = views.files;
     const owners = await owningInodes(newFile, samples);
     if (oldFile) for (const ino of await owningInodes(oldFile, samples)) owners.add(ino);
     for (const ino of owners) {
       if (ino < geometry.firstInode || inodes.has(ino)) continue;
-      inodes.set(ino, { new: await readInode(sides.image, geometry, ino), old: oldDisk ? await readInode(oldDisk, geometry, ino) : Buffer.alloc(geometry.inodeSize) });
+      inodes.set(ino, { new: await readInode(disk, geometry, ino), old: oldDisk ? await readInode(oldDisk, geometry, ino) : Buffer.alloc(geometry.inodeSize) });
     }
     return await classify(inodes, views, oldFile !== undefined);
   } finally {

@@ -1,29 +1,32 @@
 /**
  * Opening an image and the chain beneath it.
  *
- * The kind of a file is read from its first bytes: an overlay, a snapshot layer, or (no cowdisk
- * magic) a raw image; an overlay whose first header slot is damaged is known by its second. A
- * child names its parent by a path relative to the child's own directory and by the parent's
+ * A child names its parent by a path relative to the child's own directory and by the parent's
  * identity; each link is checked as the chain is opened, top down:
  * - a parent that is not there: PARENT_MISSING, naming both files and the command that re-points;
- * - a raw base whose size, inode or modification time changed: PARENT_CHANGED, saying what changed;
- * - a snapshot whose layer digest is not the recorded one: PARENT_CHANGED;
+ * - a parent that is not the layer the child was made on (a raw base whose size, inode or
+ *   modification time changed; a snapshot whose layer digest differs): PARENT_CHANGED, saying what;
  * - a writable overlay where a sealed layer belongs: NOT_SEALED;
  * - a loop, or a chain deeper than MAX_CHAIN_DEPTH: CORRUPT.
  * Every file opened is closed again if a later link fails.
+ *
+ * What comes back is a plain value: the whole chain as one device, the writable overlay on top
+ * (if the image is one) and the sealed layers beneath it, each behind the layer interface.
  */
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { DEFAULT_BLOCK_SIZE, HEADER_SIZE, MAGIC_LENGTH } from '../format/constants.js';
-import { type ParentRef, decodeOverlayHeader, sniffKind } from '../format/header.js';
+import { DEFAULT_BLOCK_SIZE } from '../format/constants.js';
+import type { ParentRef } from '../format/header.js';
 import { OverlayFile } from '../format/overlay.js';
-import { RawFile, rawIdentityChanges } from '../format/raw.js';
-import { SnapshotFile } from '../format/snapshot.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
+import { fileSystemOf } from '../io/real-file.js';
 import type { BlockDevice } from './device.js';
+import type { Layer, SealedLayer } from './layer.js';
+import { type ImageFormat, type ImageKind, detectKind, openSealedLayer, parentKind } from './open-layer.js';
 import { OverlayDevice } from './overlay-device.js';
-import { SealedChain, type SealedLayer } from './sealed-chain.js';
+import { SealedChain } from './sealed-chain.js';
+
+export { detectKind, type ImageFormat, type ImageKind };
 
 export const MAX_CHAIN_DEPTH = 1000;
 
@@ -38,100 +41,85 @@ export interface OpenImageOptions {
   fs?: FileSystem;
   /** Block size used when the image is a bare raw file (it has none of its own). */
   rawBlockSize?: number;
+  /** 'raw': take the file as a raw disk image whatever its bytes say (see detectKind). */
+  format?: ImageFormat;
 }
 
-export type ImageKind = 'overlay' | 'snapshot' | 'raw';
+export interface Image {
+  /** Absolute path of the image's own file (the top layer). */
+  readonly path: string;
+  readonly kind: ImageKind;
+  /** The whole chain as one disk. */
+  readonly device: BlockDevice;
+  /** The writable top when the image is an overlay (the same object as `device`), else null. */
+  readonly overlay: OverlayDevice | null;
+  /** The sealed layers: beneath the overlay, or the image's own chain when it is sealed; top first. */
+  readonly layers: readonly SealedLayer[];
+  /** Closes the device and every file of the chain (flushing an overlay opened for writing). */
+  close(): Promise<void>;
+}
 
-/** A BlockDevice plus what kind of file is on top. */
-export type Image = BlockDevice & { readonly kind: ImageKind; readonly path: string };
-
-/** Reads the first bytes of a file to tell an overlay, a snapshot layer or a raw image apart. */
-export async function detectKind(file: string, fs: FileSystem = realFileSystem): Promise<ImageKind> {
-  const handle = await fs.open(file, { readOnly: true });
-  try {
-    const magic = Buffer.alloc(MAGIC_LENGTH);
-    const n = await handle.read(magic, 0);
-    const kind = n === MAGIC_LENGTH ? sniffKind(magic) : undefined;
-    if (kind) return kind;
-    // An overlay keeps two header slots so that it survives damage to one: a damaged first slot
-    // (its magic included) must not make it pass for a raw image. A valid second slot decides.
-    if ((await handle.size()) >= 2 * HEADER_SIZE) {
-      const second = Buffer.alloc(HEADER_SIZE);
-      await handle.read(second, HEADER_SIZE);
-      try {
-        decodeOverlayHeader(second, handle.path);
-        return 'overlay';
-      } catch {
-        // Not an overlay header either: a raw image.
-      }
-    }
-    return 'raw';
-  } finally {
-    await handle.close();
-  }
+/** Every layer of an image, top first: the overlay (if any), then the sealed layers. */
+export function allLayers(image: Image): Layer[] {
+  return image.overlay ? [image.overlay, ...image.layers] : [...image.layers];
 }
 
 export async function openImage(file: string, options: OpenImageOptions = {}): Promise<Image> {
-  const fs = options.fs ?? realFileSystem;
+  const fs = fileSystemOf(options);
   const abs = path.resolve(file);
-  const kind = await detectKind(abs, fs);
+  const kind = await detectKind(abs, fs, options.format);
   if (kind === 'overlay') {
-    const overlay = await OverlayFile.open(fs, abs, { readOnly: options.readOnly, sharedLock: options.sharedLock });
+    const overlayFile = await OverlayFile.open(fs, abs, { readOnly: options.readOnly, sharedLock: options.sharedLock });
+    let layers: SealedLayer[];
     try {
-      const { header } = overlay;
-      const parent = header.parent.kind === 'none' ? null : await openSealed(fs, header.parent, abs, header.blockSize);
-      return Object.assign(new OverlayDevice(overlay, parent, options.readOnly ?? false), { kind, path: abs });
+      const { header } = overlayFile;
+      layers = header.parent.kind === 'none' ? [] : await openChain(fs, header.parent, abs, header.blockSize);
     } catch (err) {
-      await overlay.close();
+      await overlayFile.close();
       throw err;
     }
+    const parent = layers.length > 0 ? new SealedChain(layers, overlayFile.header.size, overlayFile.header.blockSize) : null;
+    const overlay = new OverlayDevice(overlayFile, parent, options.readOnly ?? false);
+    return { path: abs, kind, device: overlay, overlay, layers, close: () => overlay.close() };
   }
-  if (kind === 'snapshot') {
-    const top = await SnapshotFile.open(fs, abs);
-    const below = await openBelow(fs, top, [abs]).catch(async (err) => {
-      await top.close();
-      throw err;
-    });
-    return Object.assign(new SealedChain([top, ...below], top.header.size, top.blockSize), { kind, path: abs });
-  }
-  const raw = await RawFile.open(fs, abs);
-  if (raw.size === 0) {
-    await raw.close();
+  const top = await openSealedLayer(fs, abs, kind);
+  if (kind === 'raw' && top.size === 0) {
+    await top.close();
     throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${abs} is empty; a raw image must hold at least one byte.`, { path: abs });
   }
-  return Object.assign(new SealedChain([raw], raw.size, options.rawBlockSize ?? DEFAULT_BLOCK_SIZE), { kind, path: abs });
-}
-
-/** Opens the sealed chain a child refers to, checking every link. */
-export async function openSealed(fs: FileSystem, ref: Exclude<ParentRef, { kind: 'none' }>, child: string, blockSize: number): Promise<SealedChain> {
-  const first = await openLink(fs, ref, child, blockSize);
-  const layers: SealedLayer[] = [first];
+  const blockSize = top.blockSize ?? options.rawBlockSize ?? DEFAULT_BLOCK_SIZE;
+  let layers: SealedLayer[];
   try {
-    if (first instanceof SnapshotFile) layers.push(...(await openBelow(fs, first, [child, first.path])));
+    layers = [top, ...(top.parent.kind === 'none' ? [] : await openChain(fs, top.parent, abs, blockSize, [abs]))];
   } catch (err) {
-    await first.close();
+    await top.close();
     throw err;
   }
-  return new SealedChain(layers, ref.size, blockSize);
+  const device = new SealedChain(layers, top.size, blockSize);
+  return { path: abs, kind, device, overlay: null, layers, close: () => device.close() };
 }
 
-/** Opens every layer below a snapshot, in order. */
-async function openBelow(fs: FileSystem, top: SnapshotFile, seen: string[]): Promise<SealedLayer[]> {
+/**
+ * Opens the sealed chain a child at `child` refers to with `ref`, link by link, checking each.
+ * `seen` holds the files already in the chain above (to find a loop).
+ */
+export async function openChain(fs: FileSystem, ref: Exclude<ParentRef, { kind: 'none' }>, child: string, blockSize: number, seen: string[] = [child]): Promise<SealedLayer[]> {
   const layers: SealedLayer[] = [];
   try {
-    let current: SnapshotFile = top;
-    while (current.header.parent.kind !== 'none') {
+    let next: ParentRef = ref;
+    let from = child;
+    while (next.kind !== 'none') {
       if (seen.length > MAX_CHAIN_DEPTH) {
-        throw new CowdiskError(ErrorCode.CORRUPT, `${top.path}: the chain is deeper than ${MAX_CHAIN_DEPTH} layers; it probably loops.`, { path: top.path });
+        throw new CowdiskError(ErrorCode.CORRUPT, `${child}: the chain is deeper than ${MAX_CHAIN_DEPTH} layers; it probably loops.`, { path: child });
       }
-      const next = await openLink(fs, current.header.parent, current.path, current.blockSize);
-      layers.push(next);
-      if (seen.includes(next.path)) {
-        throw new CowdiskError(ErrorCode.CORRUPT, `${current.path}: the chain loops back to ${next.path}.`, { path: current.path });
+      const layer = await openLink(fs, next, from, blockSize);
+      layers.push(layer);
+      if (seen.includes(layer.path)) {
+        throw new CowdiskError(ErrorCode.CORRUPT, `${from}: the chain loops back to ${layer.path}.`, { path: from });
       }
-      seen.push(next.path);
-      if (!(next instanceof SnapshotFile)) break;
-      current = next;
+      seen.push(layer.path);
+      next = layer.parent;
+      from = layer.path;
     }
     return layers;
   } catch (err) {
@@ -150,7 +138,7 @@ async function openLink(fs: FileSystem, ref: Exclude<ParentRef, { kind: 'none' }
       { path: where },
     );
   }
-  const kind = await detectKind(where, fs);
+  const kind = await parentKind(where, fs);
   if (kind === 'overlay') {
     throw new CowdiskError(
       ErrorCode.NOT_SEALED,
@@ -158,29 +146,17 @@ async function openLink(fs: FileSystem, ref: Exclude<ParentRef, { kind: 'none' }
       { path: where },
     );
   }
-  if (ref.kind === 'raw') {
-    if (kind !== 'raw') throw changed(child, where, ['it is no longer a raw file']);
-    const raw = await RawFile.open(fs, where);
-    const changes = rawIdentityChanges(ref, raw.identity);
-    if (changes.length > 0) {
-      await raw.close();
-      throw changed(child, where, changes);
-    }
-    return raw;
+  // A file of the other kind than recorded is refused before it is opened as the recorded kind.
+  if ((ref.kind === 'raw') !== (kind === 'raw')) {
+    throw changed(child, where, [ref.kind === 'raw' ? 'it is no longer a raw file' : 'it is no longer a snapshot layer']);
   }
-  if (kind !== 'snapshot') throw changed(child, where, ['it is no longer a snapshot layer']);
-  const snap = await SnapshotFile.open(fs, where);
-  const changes: string[] = [];
-  if (!snap.header.layerDigest.equals(ref.digest)) {
-    changes.push(`its layer digest is ${snap.digest}, not sha256:${ref.digest.toString('hex')}`);
-  }
-  if (snap.header.size !== ref.size) changes.push(`its size is ${snap.header.size}, not ${ref.size}`);
-  if (snap.blockSize !== blockSize) changes.push(`its block size is ${snap.blockSize}, not ${blockSize}`);
+  const layer = await openSealedLayer(fs, where, kind);
+  const changes = layer.changesFrom(ref, blockSize);
   if (changes.length > 0) {
-    await snap.close();
+    await layer.close();
     throw changed(child, where, changes);
   }
-  return snap;
+  return layer;
 }
 
 function changed(child: string, parent: string, changes: string[]): CowdiskError {

@@ -24,11 +24,11 @@
  * a clean close clears the mark.
  */
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
 import type { OverlayFile } from '../format/overlay.js';
 import type { MapPage } from '../format/state-map.js';
 import { BlockLocks } from './block-locks.js';
 import { appendExtent, checkRange, type BlockDevice, type Capabilities, type Extent, type LayerInfo, type WriteOptions, type ZeroOptions } from './device.js';
+import { type Layer, runsOf } from './layer.js';
 
 export const OVERLAY_CAPABILITIES: Capabilities = Object.freeze({
   writable: true,
@@ -52,7 +52,9 @@ const enum Source {
 const ZERO_CHUNK_BLOCKS = 256;
 const ZERO_BUFFER = Buffer.alloc(1024 * 1024);
 
-export class OverlayDevice implements BlockDevice {
+export class OverlayDevice implements BlockDevice, Layer {
+  readonly kind = 'overlay';
+  readonly identity: string;
   readonly size: number;
   readonly blockSize: number;
   readonly capabilities: Capabilities;
@@ -65,19 +67,31 @@ export class OverlayDevice implements BlockDevice {
   private closed = false;
 
   constructor(
-    readonly overlay: OverlayFile,
+    readonly file: OverlayFile,
     readonly parent: BlockDevice | null,
     readonly readOnly: boolean,
   ) {
-    this.size = overlay.header.size;
-    this.blockSize = overlay.header.blockSize;
-    this.subBlockSize = overlay.subBlockSize;
+    this.size = file.header.size;
+    this.blockSize = file.header.blockSize;
+    this.subBlockSize = file.subBlockSize;
     this.capabilities = readOnly ? { ...OVERLAY_CAPABILITIES, writable: false, flush: false, fua: false, trim: false, zero: false, fastZero: false } : OVERLAY_CAPABILITIES;
-    this.chain = [{ kind: 'overlay', path: overlay.path, identity: `uuid:${overlay.header.uuid.toString('hex')}` }, ...(parent?.chain ?? [])];
+    this.identity = `uuid:${file.header.uuid.toString('hex')}`;
+    this.chain = [{ kind: 'overlay', path: file.path, identity: this.identity }, ...(parent?.chain ?? [])];
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  /** Runs of blocks with any sub-block present or zero: found from the map pages that exist. */
+  async heldBlocks(_blockSize: number, fn: (first: number, end: number) => void): Promise<void> {
+    const runs = runsOf(fn);
+    await this.file.map.forEachHeld((block) => runs.add(block));
+    runs.close();
   }
 
   private page(block: number): MapPage | Promise<MapPage> {
-    return this.overlay.map.loaded(block) ?? this.overlay.map.page(block);
+    return this.file.map.page(block);
   }
 
   /** Mask of the sub-blocks of a block that [from, to) (offsets within the block) touches. */
@@ -90,7 +104,7 @@ export class OverlayDevice implements BlockDevice {
 
   /** The source at `pos` in block `block` (entry p/z) and the end of that run within the block. */
   private classify(p: number, z: number, blockStart: number, pos: number, end: number): [Source, number] {
-    const full = this.overlay.map.fullMask;
+    const full = this.file.map.fullMask;
     const blockEnd = Math.min(end, blockStart + this.blockSize);
     if ((p | z) === 0) return [Source.Below, blockEnd];
     if (p === full) return [Source.Here, blockEnd];
@@ -116,9 +130,8 @@ export class OverlayDevice implements BlockDevice {
     let runStart = offset;
     while (pos < end) {
       const block = Math.floor(pos / bs);
-      const page = this.overlay.map.loaded(block) ?? (await this.overlay.map.page(block));
-      const slot = block % MAP_ENTRIES_PER_PAGE;
-      const [source, until] = this.classify(page.present(slot), page.zero(slot), block * bs, pos, end);
+      const page = this.file.map.loaded(block) ?? (await this.file.map.page(block));
+      const [source, until] = this.classify(page.present(block), page.zero(block), block * bs, pos, end);
       if (source !== runSource) {
         if (runSource !== -1) await this.readRun(runSource, buf.subarray(runStart - offset, pos - offset), runStart);
         runSource = source;
@@ -131,8 +144,7 @@ export class OverlayDevice implements BlockDevice {
 
   private async readRun(source: number, view: Buffer, at: number): Promise<void> {
     if (source === Source.Here) {
-      const n = await this.overlay.file.read(view, this.overlay.dataPos(0, at));
-      if (n < view.length) view.fill(0, n);
+      await this.file.readData(view, at);
     } else if (source === Source.Below && this.parent) {
       await this.parent.read(view, at);
     } else {
@@ -143,32 +155,20 @@ export class OverlayDevice implements BlockDevice {
   async write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
     this.checkWritable();
     checkRange(this.size, offset, buf.length);
-    if (!this.overlay.header.dirty) await this.markDirty();
+    if (!this.file.header.dirty) await this.markDirty();
     const end = offset + buf.length;
-    if (!this.pagesLoaded(offset, end)) await this.loadPages(offset, end);
+    const map = this.file.map;
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((end - 1) / this.blockSize);
+    if (!map.rangeLoaded(first, last)) await map.loadRange(first, last);
     if (this.needsFill(offset, end)) {
       await this.copyOnWrite(buf, offset);
     } else {
-      await this.overlay.file.write(buf, this.overlay.dataPos(0, offset));
+      await this.file.writeData(buf, offset);
       this.markPresent(offset, end);
     }
     this.unsynced = true;
     if (options?.fua) await this.flush();
-  }
-
-  private pagesLoaded(from: number, to: number): boolean {
-    const map = this.overlay.map;
-    const last = Math.floor((to - 1) / this.blockSize);
-    for (let block = Math.floor(from / this.blockSize); block <= last; block += MAP_ENTRIES_PER_PAGE) {
-      if (!map.loaded(block)) return false;
-    }
-    return map.loaded(last) !== undefined;
-  }
-
-  private async loadPages(from: number, to: number): Promise<void> {
-    const last = Math.floor((to - 1) / this.blockSize);
-    for (let block = Math.floor(from / this.blockSize); block <= last; block += MAP_ENTRIES_PER_PAGE) await this.page(block);
-    await this.page(last);
   }
 
   /**
@@ -184,8 +184,8 @@ export class OverlayDevice implements BlockDevice {
 
   private isPresent(pos: number): boolean {
     const block = Math.floor(pos / this.blockSize);
-    const page = this.overlay.map.loaded(block) as MapPage;
-    return (page.present(block % MAP_ENTRIES_PER_PAGE) & (1 << Math.floor((pos - block * this.blockSize) / this.subBlockSize))) !== 0;
+    const page = this.file.map.loaded(block) as MapPage;
+    return (page.present(block) & (1 << Math.floor((pos - block * this.blockSize) / this.subBlockSize))) !== 0;
   }
 
   /**
@@ -197,13 +197,13 @@ export class OverlayDevice implements BlockDevice {
     const bs = this.blockSize;
     const last = Math.floor((to - 1) / bs);
     for (let block = Math.floor(from / bs); block <= last; block++) {
-      const page = this.overlay.map.loaded(block) as MapPage;
-      const slot = block % MAP_ENTRIES_PER_PAGE;
+      const page = this.file.map.loaded(block) as MapPage;
       const start = block * bs;
       const mask = this.bits(Math.max(from, start) - start, Math.min(to, start + bs) - start);
-      const p = page.present(slot);
-      if ((p & mask) === mask && (page.zero(slot) & mask) === 0) continue;
-      page.set(slot, (p | mask) >>> 0, (page.zero(slot) & ~mask) >>> 0);
+      const p = page.present(block);
+      const z = page.zero(block);
+      if ((p & mask) === mask && (z & mask) === 0) continue;
+      page.set(block, (p | mask) >>> 0, (z & ~mask) >>> 0);
     }
   }
 
@@ -230,7 +230,7 @@ export class OverlayDevice implements BlockDevice {
         buf.copy(out, offset - start);
         if (needTail) await this.readBelow(tail, out.subarray(end - start), end);
       }
-      await this.overlay.file.write(out, this.overlay.dataPos(0, start));
+      await this.file.writeData(out, start);
       // Only now that the bytes are written may the map say they are here.
       this.markPresent(offset, end);
     } finally {
@@ -243,8 +243,7 @@ export class OverlayDevice implements BlockDevice {
     const bs = this.blockSize;
     const block = Math.floor(pos / bs);
     const page = await this.page(block);
-    const slot = block % MAP_ENTRIES_PER_PAGE;
-    return sourceOf(page.present(slot), page.zero(slot), Math.floor((pos - block * bs) / this.subBlockSize));
+    return sourceOf(page.present(block), page.zero(block), Math.floor((pos - block * bs) / this.subBlockSize));
   }
 
   /** Reads what lies under a not-present sub-block: zeros, or the parent's bytes (zeros past its end). */
@@ -282,7 +281,7 @@ export class OverlayDevice implements BlockDevice {
   /** Makes [offset, offset+length) read as zeros without storing zeros where whole sub-blocks allow. */
   private async release(offset: number, length: number): Promise<void> {
     if (length === 0) return;
-    if (!this.overlay.header.dirty) await this.markDirty();
+    if (!this.file.header.dirty) await this.markDirty();
     const sbs = this.subBlockSize;
     const end = offset + length;
     const innerStart = Math.ceil(offset / sbs) * sbs;
@@ -319,24 +318,23 @@ export class OverlayDevice implements BlockDevice {
       const punches: Array<[number, number]> = [];
       for (let block = first; block <= last; block++) {
         const page = await this.page(block);
-        const slot = block % MAP_ENTRIES_PER_PAGE;
         const blockStart = block * bs;
         const mask = this.bits(Math.max(from, blockStart) - blockStart, Math.min(to, blockStart + bs) - blockStart);
-        const p = page.present(slot);
-        const z = page.zero(slot);
+        const p = page.present(block);
+        const z = page.zero(block);
         const nextP = (p & ~mask) >>> 0;
         const nextZ = whiteout ? (z | mask) >>> 0 : (z & ~mask) >>> 0;
-        if (nextP !== p || nextZ !== z) page.set(slot, nextP, nextZ);
+        if (nextP !== p || nextZ !== z) page.set(block, nextP, nextZ);
         // Only the released sub-blocks are punched, never the rest of the block: a write that
         // needs no fill runs without the block lock and may be writing another sub-block of this
         // block right now, before the map says it is present.
         const freed = p & mask;
         if (freed === 0) continue;
         for (let sub = 0; sub < 32; sub++) {
-          if (freed & (1 << sub)) addPunch(punches, this.overlay.dataPos(block, sub * sbs), sbs);
+          if (freed & (1 << sub)) addPunch(punches, blockStart + sub * sbs, sbs);
         }
       }
-      for (const [at, len] of punches) await this.overlay.file.punchHole(at, len);
+      for (const [at, len] of punches) await this.file.punchData(at, len);
     } finally {
       unlock();
     }
@@ -351,10 +349,10 @@ export class OverlayDevice implements BlockDevice {
   }
 
   private async flushOnce(): Promise<void> {
-    if (!this.unsynced && !this.overlay.map.hasDirty()) return;
+    if (!this.unsynced && !this.file.map.hasDirty()) return;
     this.unsynced = false;
     try {
-      await this.overlay.map.persist();
+      await this.file.map.persist();
     } catch (err) {
       this.unsynced = true;
       throw err;
@@ -372,8 +370,7 @@ export class OverlayDevice implements BlockDevice {
     while (pos < end) {
       const block = Math.floor(pos / bs);
       const page = await this.page(block);
-      const slot = block % MAP_ENTRIES_PER_PAGE;
-      const [source, until] = this.classify(page.present(slot), page.zero(slot), block * bs, pos, end);
+      const [source, until] = this.classify(page.present(block), page.zero(block), block * bs, pos, end);
       if (source === Source.Here) push({ offset: pos, length: until - pos, kind: 'data', layer: 0 });
       else if (source === Source.Zero) push({ offset: pos, length: until - pos, kind: 'zero', layer: 0 });
       else if (!this.parent) push({ offset: pos, length: until - pos, kind: 'hole', layer: -1 });
@@ -383,8 +380,7 @@ export class OverlayDevice implements BlockDevice {
         while (runEnd < end && runEnd % bs === 0) {
           const next = Math.floor(runEnd / bs);
           const nextPage = await this.page(next);
-          const nextSlot = next % MAP_ENTRIES_PER_PAGE;
-          if ((nextPage.present(nextSlot) | nextPage.zero(nextSlot)) !== 0) break;
+          if ((nextPage.present(next) | nextPage.zero(next)) !== 0) break;
           runEnd = Math.min(end, runEnd + bs);
         }
         for (const e of await this.parent.extents(pos, runEnd - pos)) push({ ...e, layer: e.layer === -1 ? -1 : e.layer + 1 });
@@ -401,22 +397,17 @@ export class OverlayDevice implements BlockDevice {
     let present = 0;
     let zero = 0;
     let subPresent = 0;
-    await this.overlay.map.visit((index, page) => {
-      if (!page) return;
-      const count = Math.min(MAP_ENTRIES_PER_PAGE, this.overlay.blocks - index * MAP_ENTRIES_PER_PAGE);
-      for (let slot = 0; slot < count; slot++) {
-        const p = page.present(slot);
-        if (p !== 0) {
-          present++;
-          subPresent += popcount(p);
-        } else if (page.zero(slot) !== 0) zero++;
-      }
+    await this.file.map.forEachHeld((_block, p) => {
+      if (p !== 0) {
+        present++;
+        subPresent += popcount(p);
+      } else zero++;
     });
     return { present, zero, bytesPresent: subPresent * this.subBlockSize };
   }
 
   private markDirty(): Promise<void> {
-    this.dirtying ??= this.overlay.setDirty(true).finally(() => {
+    this.dirtying ??= this.file.setDirty(true).finally(() => {
       this.dirtying = undefined;
     });
     return this.dirtying;
@@ -427,23 +418,23 @@ export class OverlayDevice implements BlockDevice {
     try {
       if (!this.readOnly) {
         await this.flush();
-        await this.overlay.setDirty(false);
+        await this.file.setDirty(false);
       }
     } finally {
       this.closed = true;
-      await this.overlay.close();
+      await this.file.close();
       await this.parent?.close();
     }
   }
 
   private checkOpen(): void {
-    if (this.closed) throw new CowdiskError(ErrorCode.CLOSED, `${this.overlay.path} is closed.`, { path: this.overlay.path });
+    if (this.closed) throw new CowdiskError(ErrorCode.CLOSED, `${this.file.path} is closed.`, { path: this.file.path });
   }
 
   private checkWritable(): void {
     this.checkOpen();
     if (this.readOnly) {
-      throw new CowdiskError(ErrorCode.READ_ONLY, `${this.overlay.path} was opened read-only.`, { path: this.overlay.path });
+      throw new CowdiskError(ErrorCode.READ_ONLY, `${this.file.path} was opened read-only.`, { path: this.file.path });
     }
   }
 }

@@ -47,14 +47,19 @@ export interface BlockFile {
   /**
    * The first offset at or after `pos` where the file has data (lseek SEEK_DATA), or -1 when only
    * holes follow. Lets a walk over a sparse file (the lifecycle verbs over a state map) cost what
-   * is allocated, not the file's length. Returns `pos` itself where the system cannot tell.
+   * is allocated, not the file's length.
+   *
+   * Fallback, where the system cannot tell (no native addon, a file system without SEEK_DATA):
+   * `pos` itself, i.e. "data may start right here". Callers stay correct (they read what they
+   * would have skipped, and find zeros) and only lose the saving.
    */
-  seekData?(pos: number): Promise<number>;
+  seekData(pos: number): Promise<number>;
   /**
    * The first offset at or after `pos` where a hole starts (lseek SEEK_HOLE; the end of the file
-   * counts as one), or -1 past the end. Returns the file's length where the system cannot tell.
+   * counts as one), or -1 past the end. Fallback where the system cannot tell: the file's length
+   * (the whole rest of the file is data), which is again correct, only not sparse.
    */
-  seekHole?(pos: number): Promise<number>;
+  seekHole(pos: number): Promise<number>;
   close(): Promise<void>;
 }
 

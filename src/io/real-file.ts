@@ -268,3 +268,11 @@ export class RealFileSystem implements FileSystem {
 
 /** The file system cowdisk uses unless a test hands it another. */
 export const realFileSystem: FileSystem = new RealFileSystem();
+
+/**
+ * The file system an operation works on: the one its options name (a test's memory file system,
+ * one that injects faults), else the operating system's. The one place that default is chosen.
+ */
+export function fileSystemOf(options: { fs?: FileSystem }): FileSystem {
+  return options.fs ?? realFileSystem;
+}

@@ -39,6 +39,11 @@ export class BlockSet {
     page[slot >>> 5] |= 1 << (slot & 31);
   }
 
+  /** Adds blocks [first, end). */
+  addRange(first: number, end: number): void {
+    for (let block = first; block < end; block++) this.add(block);
+  }
+
   get size(): number {
     let n = 0;
     for (const page of this.pages.values()) for (const word of page) n += popcount(word);

@@ -17,20 +17,14 @@
  * and the report says which), space under non-present sub-blocks punched out, the dirty mark
  * cleared.
  */
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { BlockKind, HEADER_SIZE, MAP_ENTRIES_PER_PAGE, TABLE_ENTRIES_PER_PAGE, TABLE_ENTRY_SIZE, TABLE_PAGE_HEADER } from '../format/constants.js';
-import { decodeOverlayHeader } from '../format/header.js';
-import { OverlayFile } from '../format/overlay.js';
-import { LayerDigest, SnapshotFile } from '../format/snapshot.js';
+import { OverlayFile, readHeaderSlots } from '../format/overlay.js';
 import { chooseSlot } from '../format/state-map.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
-import { detectKind, openImage } from '../image/open.js';
-import { OverlayDevice } from '../image/overlay-device.js';
+import { fileSystemOf } from '../io/real-file.js';
+import { type ImageFormat, detectKind, openImage } from '../image/open.js';
 import { reclaimSpace } from './reclaim.js';
-import { SealedChain } from '../image/sealed-chain.js';
 
 export interface Problem {
   severity: 'error' | 'warning';
@@ -40,7 +34,7 @@ export interface Problem {
   block?: number;
 }
 
-export interface CheckReport {
+export interface CheckResult {
   /** No errors (warnings allowed). */
   ok: boolean;
   problems: Problem[];
@@ -61,15 +55,17 @@ const FINDINGS = new Set<string>([
 
 export interface CheckOptions {
   repair?: boolean;
+  /** 'raw': take the image as a raw disk whatever its bytes say. */
+  format?: ImageFormat;
   fs?: FileSystem;
   /** Called with (layers done, layers total) and bytes verified so far. */
   onProgress?: (done: number, total: number) => void;
 }
 
-export async function checkImage(file: string, options: CheckOptions = {}): Promise<CheckReport> {
-  const fs = options.fs ?? realFileSystem;
+export async function checkImage(file: string, options: CheckOptions = {}): Promise<CheckResult> {
+  const fs = fileSystemOf(options);
   const abs = path.resolve(file);
-  const report: CheckReport = { ok: true, problems: [], repaired: [], stats: { layers: 0, blocksVerified: 0, bytesVerified: 0 } };
+  const report: CheckResult = { ok: true, problems: [], repaired: [], stats: { layers: 0, blocksVerified: 0, bytesVerified: 0 } };
   const add = (p: Problem) => {
     report.problems.push(p);
     if (p.severity === 'error') report.ok = false;
@@ -81,7 +77,13 @@ export async function checkImage(file: string, options: CheckOptions = {}): Prom
     add({ severity: 'error', code: err.code, message: err.message, path: err.path ?? where, block: err.block });
   };
 
-  const kind = await detectKind(abs, fs);
+  let kind;
+  try {
+    kind = await detectKind(abs, fs, options.format);
+  } catch (err) {
+    fromError(err, abs);
+    return report;
+  }
   if (kind === 'overlay') {
     try {
       await checkOverlay(fs, abs, options.repair ?? false, add, report);
@@ -96,18 +98,22 @@ export async function checkImage(file: string, options: CheckOptions = {}): Prom
   // The chain: every link verified by opening it, then every sealed layer read in full.
   let image;
   try {
-    image = await openImage(abs, { fs, readOnly: true });
+    image = await openImage(abs, { fs, readOnly: true, format: options.format });
   } catch (err) {
     fromError(err, abs);
     return report;
   }
   try {
-    const sealed = image instanceof OverlayDevice ? image.parent : image;
-    const layers = sealed instanceof SealedChain ? sealed.layers : [];
-    report.stats.layers = layers.length + (kind === 'overlay' ? 1 : 0);
-    let done = kind === 'overlay' ? 1 : 0;
-    for (const layer of layers) {
-      if (layer instanceof SnapshotFile) await verifySnapshot(layer, add, report);
+    report.stats.layers = image.layers.length + (image.overlay ? 1 : 0);
+    let done = image.overlay ? 1 : 0;
+    for (const layer of image.layers) {
+      await layer.verify({
+        verified: (bytes) => {
+          report.stats.blocksVerified++;
+          report.stats.bytesVerified += bytes;
+        },
+        problem: (err) => add({ severity: 'error', code: err.code, message: err.message, path: err.path ?? layer.path, block: err.block }),
+      });
       options.onProgress?.(++done, report.stats.layers);
     }
   } finally {
@@ -121,21 +127,15 @@ async function checkOverlay(
   abs: string,
   repair: boolean,
   add: (p: Problem) => void,
-  report: CheckReport,
+  report: CheckResult,
 ): Promise<void> {
   const overlay = await OverlayFile.open(fs, abs, { readOnly: !repair });
   try {
     let headerRewrite = false;
-    const both = Buffer.alloc(2 * HEADER_SIZE);
-    await overlay.file.read(both, 0);
-    for (let slot = 0; slot < 2; slot++) {
-      try {
-        decodeOverlayHeader(both.subarray(slot * HEADER_SIZE, (slot + 1) * HEADER_SIZE), abs);
-      } catch (err) {
-        if (!(err instanceof CowdiskError)) throw err;
-        headerRewrite = true;
-        add({ severity: 'warning', code: err.code, message: `header copy ${slot} is damaged; the other copy is in use (${err.message})`, path: abs });
-      }
+    for (const [slot, decoded] of (await readHeaderSlots(overlay.file)).entries()) {
+      if (!(decoded instanceof CowdiskError)) continue;
+      headerRewrite = true;
+      add({ severity: 'warning', code: decoded.code, message: `header copy ${slot} is damaged; the other copy is in use (${decoded.message})`, path: abs });
     }
     const wasDirty = overlay.header.dirty;
     if (wasDirty) {
@@ -149,8 +149,7 @@ async function checkOverlay(
     for (let index = 0; index < overlay.header.mapPages; index++) {
       const slots = await overlay.map.readSlots(index);
       const chosen = chooseSlot(slots);
-      const first = index * MAP_ENTRIES_PER_PAGE;
-      const last = Math.min(overlay.blocks, first + MAP_ENTRIES_PER_PAGE) - 1;
+      const [first, last] = overlay.map.blocksOfPage(index);
       if (!chosen) {
         add({
           severity: 'error',
@@ -205,79 +204,5 @@ async function checkOverlay(
     }
   } finally {
     await overlay.close();
-  }
-}
-
-/** Reads every table page and stored block of a snapshot, and recomputes its layer digest. */
-async function verifySnapshot(layer: SnapshotFile, add: (p: Problem) => void, report: CheckReport): Promise<void> {
-  const { header } = layer;
-  const digest = new LayerDigest(header.size, header.blockSize);
-  let digestUsable = true;
-  const pages = Math.ceil(layer.blocks / TABLE_ENTRIES_PER_PAGE);
-  for (let index = 0; index < pages; index++) {
-    let pageKind: 'absent' | 'zero' | 'stored';
-    try {
-      pageKind = layer.pageKind(index);
-    } catch (err) {
-      if (!(err instanceof CowdiskError)) throw err;
-      add({ severity: 'error', code: err.code, message: err.message, path: layer.path, block: err.block });
-      digestUsable = false;
-      continue;
-    }
-    if (pageKind === 'absent') continue;
-    if (pageKind === 'zero') {
-      for (let slot = 0; slot < layer.blocksInPage(index); slot++) digest.zero(index * TABLE_ENTRIES_PER_PAGE + slot);
-      continue;
-    }
-    let bytes: Buffer;
-    let page;
-    try {
-      bytes = await layer.readPageBytes(index);
-      page = await layer.page(index);
-    } catch (err) {
-      if (!(err instanceof CowdiskError)) throw err;
-      add({ severity: 'error', code: err.code, message: err.message, path: layer.path, block: err.block });
-      digestUsable = false;
-      continue;
-    }
-    if (!page) continue;
-    for (let slot = 0; slot < TABLE_ENTRIES_PER_PAGE; slot++) {
-      const kind = page.kinds[slot];
-      if (kind === BlockKind.ABSENT) continue;
-      const block = index * TABLE_ENTRIES_PER_PAGE + slot;
-      if (kind === BlockKind.ZERO) {
-        digest.zero(block);
-        continue;
-      }
-      const at = TABLE_PAGE_HEADER + slot * TABLE_ENTRY_SIZE + 16;
-      const expected = bytes.subarray(at, at + 32);
-      digest.data(block, expected);
-      const first = block * header.blockSize;
-      try {
-        const data = await layer.readStoredBlock(block, kind, page.offsets[slot], page.lengths[slot]);
-        report.stats.blocksVerified++;
-        report.stats.bytesVerified += data.length;
-        if (!createHash('sha256').update(data).digest().equals(expected)) {
-          add({
-            severity: 'error',
-            code: ErrorCode.CORRUPT,
-            message: `block ${block} (disk bytes ${first}..${first + header.blockSize - 1}) does not match its SHA-256 digest`,
-            path: layer.path,
-            block,
-          });
-        }
-      } catch (err) {
-        if (!(err instanceof CowdiskError)) throw err;
-        add({ severity: 'error', code: err.code, message: err.message, path: layer.path, block });
-      }
-    }
-  }
-  if (digestUsable && !digest.digest().equals(header.layerDigest)) {
-    add({
-      severity: 'error',
-      code: ErrorCode.CORRUPT,
-      message: `the layer digest recomputed from the block table does not match the header's ${layer.digest}`,
-      path: layer.path,
-    });
   }
 }

@@ -17,9 +17,10 @@
  */
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { realFileSystem } from '../io/real-file.js';
-import type { SnapshotFile } from '../format/snapshot.js';
-import { type Layer, heldBlocks, layersOf } from './layers.js';
+import { fileSystemOf } from '../io/real-file.js';
+import type { Layer } from '../image/layer.js';
+import { allLayers } from '../image/open.js';
+import { heldBlocks } from './layers.js';
 import { openOverlayForWriting } from './open-overlay.js';
 import { type LifecycleOptions, type SealResult, nextLayerName, sealAndReset } from './seal.js';
 
@@ -36,10 +37,10 @@ export interface CommitResult extends SealResult {
 }
 
 export async function commitOverlay(overlayFile: string, options: CommitOptions = {}): Promise<CommitResult> {
-  const fs = options.fs ?? realFileSystem;
+  const fs = fileSystemOf(options);
   const image = await openOverlayForWriting(fs, overlayFile, 'commit');
   try {
-    const layers = layersOf(image);
+    const layers = allLayers(image);
     if (layers.length < 2) {
       throw new CowdiskError(
         ErrorCode.INVALID_ARGUMENT,
@@ -49,8 +50,9 @@ export async function commitOverlay(overlayFile: string, options: CommitOptions 
     }
     const target = options.into === undefined ? 1 : findLayer(layers, options.into, image.path);
     const out = path.resolve(options.output ?? (await nextLayerName(fs, image.path)));
-    const set = await heldBlocks(layers.slice(0, target + 1), image.overlay.blocks, image.blockSize);
-    const sealed = await sealAndReset(fs, image, set, out, layers[target + 1], options.onProgress);
+    const set = await heldBlocks(layers.slice(0, target + 1), image.overlay.file.blocks, image.device.blockSize);
+    // layers[0] is the overlay: the sealed layer below layers[target] is image.layers[target].
+    const sealed = await sealAndReset(fs, image, set, out, image.layers[target], options.onProgress);
     return { ...sealed, merged: layers.slice(1, target + 1).map((l) => l.path) };
   } finally {
     await image.close();
@@ -63,7 +65,7 @@ function findLayer(layers: readonly Layer[], spec: string, image: string): numbe
   if (byPath > 0) return byPath;
   const hex = spec.replace(/^sha256:/, '').toLowerCase();
   if (/^[0-9a-f]{12,64}$/.test(hex)) {
-    const matches = layers.map((l, i) => [l, i] as const).filter(([l]) => l.kind === 'snapshot' && (l.file as SnapshotFile).header.layerDigest.toString('hex').startsWith(hex));
+    const matches = layers.map((l, i) => [l, i] as const).filter(([l]) => l.identity.startsWith(`sha256:${hex}`));
     if (matches.length === 1 && matches[0][1] > 0) return matches[0][1];
     if (matches.length > 1) {
       throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${spec} matches ${matches.length} layers of ${image}; give more digits or the layer's path.`);

@@ -5,13 +5,10 @@
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_SUB_BLOCKS, MIN_BLOCK_SIZE, MIN_SUB_BLOCK_SIZE, defaultSubBlocks, isPowerOfTwo } from '../format/constants.js';
-import type { ParentRef } from '../format/header.js';
 import { OverlayFile } from '../format/overlay.js';
-import { RawFile } from '../format/raw.js';
-import { SnapshotFile } from '../format/snapshot.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
-import { detectKind, openImage } from '../image/open.js';
+import { fileSystemOf } from '../io/real-file.js';
+import { type ImageFormat, detectKind, openImage } from '../image/open.js';
 
 export interface CreateOptions {
   size: number;
@@ -36,8 +33,24 @@ function checkSubBlocks(subBlocks: number, blockSize: number): void {
   }
 }
 
+/** What `create` and `clone` made. */
+export interface CreateResult {
+  /** The new overlay (absolute path). */
+  path: string;
+  size: number;
+  blockSize: number;
+  subBlocks: number;
+}
+
+export interface CloneResult extends CreateResult {
+  /** The parent's file (absolute path). */
+  parent: string;
+  /** Layers in the new chain, the overlay included. */
+  depth: number;
+}
+
 /** Creates an empty overlay with no parent. */
-export async function createImage(file: string, options: CreateOptions): Promise<void> {
+export async function createImage(file: string, options: CreateOptions): Promise<CreateResult> {
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   checkBlockSize(blockSize);
   const subBlocks = options.subBlocks ?? defaultSubBlocks(blockSize);
@@ -45,22 +58,25 @@ export async function createImage(file: string, options: CreateOptions): Promise
   if (!Number.isSafeInteger(options.size) || options.size <= 0) {
     throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `size ${options.size} must be a positive number of bytes (e.g. 10G).`);
   }
-  await OverlayFile.create(options.fs ?? realFileSystem, file, { size: options.size, blockSize, subBlocks, parent: { kind: 'none' } });
+  await OverlayFile.create(fileSystemOf(options), file, { size: options.size, blockSize, subBlocks, parent: { kind: 'none' } });
+  return { path: path.resolve(file), size: options.size, blockSize, subBlocks };
 }
 
 export interface CloneOptions {
   /** For a raw parent only: the overlay's block size (a snapshot parent fixes it). */
   blockSize?: number;
   subBlocks?: number;
+  /** 'raw': take the parent as a raw disk whatever its bytes say (see detectKind). */
+  format?: ImageFormat;
   fs?: FileSystem;
 }
 
 /** Creates an empty overlay on top of a snapshot layer or raw base. */
-export async function cloneImage(parentFile: string, overlayFile: string, options: CloneOptions = {}): Promise<void> {
-  const fs = options.fs ?? realFileSystem;
+export async function cloneImage(parentFile: string, overlayFile: string, options: CloneOptions = {}): Promise<CloneResult> {
+  const fs = fileSystemOf(options);
   const parentAbs = path.resolve(parentFile);
   const overlayAbs = path.resolve(overlayFile);
-  const kind = await detectKind(parentAbs, fs);
+  const kind = await detectKind(parentAbs, fs, options.format);
   if (kind === 'overlay') {
     throw new CowdiskError(
       ErrorCode.NOT_SEALED,
@@ -68,29 +84,20 @@ export async function cloneImage(parentFile: string, overlayFile: string, option
       { path: parentAbs },
     );
   }
-  const relative = path.relative(path.dirname(overlayAbs), parentAbs);
-  let parent: ParentRef;
-  let blockSize: number;
-  if (kind === 'snapshot') {
-    const snap = await SnapshotFile.open(fs, parentAbs);
-    await snap.close();
-    if (options.blockSize !== undefined && options.blockSize !== snap.blockSize) {
-      throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `the block size is fixed by the chain: ${parentAbs} uses ${snap.blockSize}.`);
-    }
-    blockSize = snap.blockSize;
-    parent = { kind: 'snapshot', path: relative, size: snap.header.size, digest: snap.header.layerDigest };
-  } else {
-    blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
-    checkBlockSize(blockSize);
-    const raw = await RawFile.open(fs, parentAbs);
-    await raw.close();
-    if (raw.size === 0) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${parentAbs} is empty; there is nothing to clone.`, { path: parentAbs });
-    parent = { kind: 'raw', path: relative, ...raw.identity };
+  // The whole chain below must open (and verify) before a child is made on it.
+  const rawBlockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (kind === 'raw') checkBlockSize(rawBlockSize);
+  const below = await openImage(parentAbs, { fs, readOnly: true, rawBlockSize, format: options.format });
+  const top = below.layers[0];
+  const blockSize = below.device.blockSize;
+  const depth = below.layers.length + 1;
+  const parent = top.reference(overlayAbs);
+  await below.close();
+  if (options.blockSize !== undefined && options.blockSize !== blockSize) {
+    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `the block size is fixed by the chain: ${parentAbs} uses ${blockSize}.`);
   }
   const subBlocks = options.subBlocks ?? defaultSubBlocks(blockSize);
   checkSubBlocks(subBlocks, blockSize);
-  // The whole chain below must open (and verify) before a child is made on it.
-  const check = await openImage(parentAbs, { fs, readOnly: true, rawBlockSize: blockSize });
-  await check.close();
-  await OverlayFile.create(fs, overlayAbs, { size: parent.size, blockSize, subBlocks, parent });
+  await OverlayFile.create(fs, overlayAbs, { size: top.size, blockSize, subBlocks, parent });
+  return { path: overlayAbs, parent: parentAbs, size: top.size, blockSize, subBlocks, depth };
 }

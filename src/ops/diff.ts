@@ -15,14 +15,13 @@
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
+import { fileSystemOf } from '../io/real-file.js';
 import type { BlockDevice, Extent } from '../image/device.js';
-import { type Image, openImage } from '../image/open.js';
-import { OverlayDevice } from '../image/overlay-device.js';
+import { type Image, type ImageFormat, allLayers, openImage } from '../image/open.js';
 import { SealedChain } from '../image/sealed-chain.js';
 import type { BlockSet } from './block-set.js';
 import { type Progress, forEachChunkOfBoth } from './chunks.js';
-import { blocksWhereChainsMayDiffer, heldBlocks, layersOf } from './layers.js';
+import { blocksWhereChainsMayDiffer, heldBlocks } from './layers.js';
 
 /** Granularity of the comparison: the page size every client writes in. */
 export const DIFF_UNIT = 4096;
@@ -53,6 +52,8 @@ export interface DiffOptions {
   /** Compare with this image instead of the parent. */
   against?: string;
   rawBlockSize?: number;
+  /** 'raw': take the image (not the one compared with) as a raw disk whatever its bytes say. */
+  format?: ImageFormat;
   fs?: FileSystem;
   onProgress?: Progress;
 }
@@ -69,32 +70,32 @@ export interface DiffSides {
 }
 
 export async function openDiff(imageFile: string, options: DiffOptions = {}): Promise<DiffSides> {
-  const fs = options.fs ?? realFileSystem;
-  const image = await openImage(path.resolve(imageFile), { fs, readOnly: true, rawBlockSize: options.rawBlockSize });
+  const fs = fileSystemOf(options);
+  const image = await openImage(path.resolve(imageFile), { fs, readOnly: true, rawBlockSize: options.rawBlockSize, format: options.format });
   try {
-    const layers = layersOf(image);
-    const blocks = Math.ceil(image.size / image.blockSize);
+    const layers = allLayers(image);
+    const { size, blockSize } = image.device;
+    const blocks = Math.ceil(size / blockSize);
     if (options.against === undefined) {
-      const candidates = await heldBlocks([layers[0]], blocks, image.blockSize);
+      const candidates = await heldBlocks([layers[0]], blocks, blockSize);
       // The parent's device shares the image's open files: closing the image closes it.
-      let base: BlockDevice | null = null;
-      if (image instanceof OverlayDevice) base = image.parent;
-      else if (image instanceof SealedChain && image.layers.length > 1) base = new SealedChain(image.layers.slice(1), image.size, image.blockSize);
+      const below = image.overlay ? image.layers : image.layers.slice(1);
+      const base = image.overlay ? image.overlay.parent : below.length > 0 ? new SealedChain(below, size, blockSize) : null;
       return { image, base, basePath: layers[1]?.path ?? null, candidates, whole: false, close: () => image.close() };
     }
-    const other = await openImage(path.resolve(options.against), { fs, readOnly: true, rawBlockSize: image.blockSize });
+    const other = await openImage(path.resolve(options.against), { fs, readOnly: true, rawBlockSize: blockSize });
     try {
-      if (other.size !== image.size) {
+      if (other.device.size !== size) {
         throw new CowdiskError(
           ErrorCode.INVALID_ARGUMENT,
-          `${other.path} presents ${other.size} bytes and ${image.path} ${image.size}: only disks of the same size can be compared.`,
+          `${other.path} presents ${other.device.size} bytes and ${image.path} ${size}: only disks of the same size can be compared.`,
           { path: other.path },
         );
       }
-      const { set, whole } = await blocksWhereChainsMayDiffer(layers, layersOf(other), image.size, image.blockSize, other.blockSize);
+      const { set, whole } = await blocksWhereChainsMayDiffer(layers, allLayers(other), size, blockSize, other.device.blockSize);
       return {
         image,
-        base: other,
+        base: other.device,
         basePath: other.path,
         candidates: set,
         whole,
@@ -116,6 +117,7 @@ export async function openDiff(imageFile: string, options: DiffOptions = {}): Pr
 /** Compares the two sides over their candidate blocks. */
 export async function diffRanges(sides: DiffSides, onProgress?: Progress): Promise<DiffResult> {
   const { image } = sides;
+  const device = image.device;
   const ranges: DiffRange[] = [];
   let compared = 0;
   const push = (offset: number, length: number, state: DiffState) => {
@@ -124,18 +126,18 @@ export async function diffRanges(sides: DiffSides, onProgress?: Progress): Promi
     else ranges.push({ offset, length, state });
   };
   await forEachChunkOfBoth(
-    image,
+    device,
     sides.base,
     sides.candidates,
     async (first, data, theirs, inside) => {
-      const from = first * image.blockSize;
+      const from = first * device.blockSize;
       compared += inside;
       let extents: Extent[] | undefined;
       let e = 0;
       for (let at = 0; at < inside; at += DIFF_UNIT) {
         const end = Math.min(inside, at + DIFF_UNIT);
         if (data.subarray(at, end).equals(theirs.subarray(at, end))) continue;
-        extents ??= await image.extents(from, inside);
+        extents ??= await device.extents(from, inside);
         while (extents[e].offset + extents[e].length <= from + at) e++;
         push(from + at, end - at, extents[e].kind === 'data' ? 'written' : 'zeroed');
       }
@@ -148,7 +150,7 @@ export async function diffRanges(sides: DiffSides, onProgress?: Progress): Promi
     if (r.state === 'written') writtenBytes += r.length;
     else zeroedBytes += r.length;
   }
-  return { image: image.path, against: sides.basePath, size: image.size, ranges, writtenBytes, zeroedBytes, comparedBytes: compared, comparedWholeDisk: sides.whole };
+  return { image: image.path, against: sides.basePath, size: device.size, ranges, writtenBytes, zeroedBytes, comparedBytes: compared, comparedWholeDisk: sides.whole };
 }
 
 /** Opens, compares, closes. */

@@ -20,11 +20,12 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import { defaultSubBlocks } from '../format/constants.js';
 import { OverlayFile } from '../format/overlay.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
-import { type Image, openImage } from '../image/open.js';
-import { OverlayDevice } from '../image/overlay-device.js';
+import { NewFile } from '../io/new-file.js';
+import type { BlockDevice } from '../image/device.js';
+import { fileSystemOf } from '../io/real-file.js';
+import { type Image, type ImageFormat, allLayers, openImage } from '../image/open.js';
 import { forEachChunk, isZero } from './chunks.js';
-import { heldBlocks, layersOf } from './layers.js';
+import { heldBlocks } from './layers.js';
 import { sealBlocks } from './seal.js';
 import type { LifecycleOptions } from './seal.js';
 
@@ -33,6 +34,8 @@ export interface FlattenOptions extends LifecycleOptions {
   overlay?: boolean;
   /** Block size for a bare raw image (it has none of its own). */
   rawBlockSize?: number;
+  /** 'raw': take the image as a raw disk whatever its bytes say (see detectKind). */
+  format?: ImageFormat;
 }
 
 export interface FlattenResult {
@@ -48,20 +51,21 @@ export interface FlattenResult {
 }
 
 export async function flattenImage(imageFile: string, outFile: string, options: FlattenOptions = {}): Promise<FlattenResult> {
-  const fs = options.fs ?? realFileSystem;
+  const fs = fileSystemOf(options);
   const out = path.resolve(outFile);
   if (await fs.exists(out)) throw new CowdiskError(ErrorCode.EXISTS, `${out} already exists; choose another name or remove it first.`, { path: out });
-  const image = await openForCopy(fs, imageFile, options.rawBlockSize);
+  const image = await openForCopy(fs, imageFile, options.rawBlockSize, options.format);
   try {
-    const layers = layersOf(image);
-    const set = await heldBlocks(layers, Math.ceil(image.size / image.blockSize), image.blockSize);
+    const layers = allLayers(image);
+    const { size, blockSize } = image.device;
+    const set = await heldBlocks(layers, Math.ceil(size / blockSize), blockSize);
     const base = { image: image.path, out, depth: layers.length };
     if (!options.overlay) {
-      const { header, entries } = await sealBlocks(image, set, out, { kind: 'none' }, fs, options.onProgress);
+      const { header, entries } = await sealBlocks(image.device, set, out, { kind: 'none' }, fs, options.onProgress);
       return { ...base, kind: 'snapshot', digest: `sha256:${header.layerDigest.toString('hex')}`, blocks: entries };
     }
-    const subBlocks = image instanceof OverlayDevice ? image.overlay.header.subBlocks : defaultSubBlocks(image.blockSize);
-    const blocks = await copyToOverlay(fs, image, set, out, subBlocks, options);
+    const subBlocks = image.overlay ? image.overlay.file.header.subBlocks : defaultSubBlocks(blockSize);
+    const blocks = await copyToOverlay(fs, image.device, set, out, subBlocks, options);
     return { ...base, kind: 'overlay', digest: null, blocks };
   } finally {
     await image.close();
@@ -69,9 +73,9 @@ export async function flattenImage(imageFile: string, outFile: string, options: 
 }
 
 /** Opens an image to copy it whole: read-only, with writers kept out for as long as it is open. */
-async function openForCopy(fs: FileSystem, file: string, rawBlockSize?: number): Promise<Image> {
-  const image = await openImage(path.resolve(file), { fs, readOnly: true, rawBlockSize });
-  if (image instanceof OverlayDevice && (await image.overlay.file.tryLock(false)) === false) {
+async function openForCopy(fs: FileSystem, file: string, rawBlockSize?: number, format?: ImageFormat): Promise<Image> {
+  const image = await openImage(path.resolve(file), { fs, readOnly: true, rawBlockSize, format });
+  if (image.overlay && (await image.overlay.file.file.tryLock(false)) === false) {
     await image.close();
     throw new CowdiskError(
       ErrorCode.LOCKED,
@@ -82,13 +86,12 @@ async function openForCopy(fs: FileSystem, file: string, rawBlockSize?: number):
   return image;
 }
 
-async function copyToOverlay(fs: FileSystem, image: Image, set: Parameters<typeof forEachChunk>[1], out: string, subBlocks: number, options: LifecycleOptions): Promise<number> {
-  const tmp = `${out}.flatten-${process.pid}`;
-  if (await fs.exists(tmp)) await fs.unlink(tmp);
+async function copyToOverlay(fs: FileSystem, image: BlockDevice, set: Parameters<typeof forEachChunk>[1], out: string, subBlocks: number, options: LifecycleOptions): Promise<number> {
+  const made = await NewFile.create(fs, out, { tag: 'flatten' });
   let blocks = 0;
   try {
-    await OverlayFile.create(fs, tmp, { size: image.size, blockSize: image.blockSize, subBlocks, parent: { kind: 'none' } });
-    const target = await openImage(tmp, { fs });
+    await OverlayFile.format(made.file, { size: image.size, blockSize: image.blockSize, subBlocks, parent: { kind: 'none' } });
+    const target = await openImage(made.tmpPath, { fs });
     try {
       const bs = image.blockSize;
       await forEachChunk(
@@ -99,7 +102,7 @@ async function copyToOverlay(fs: FileSystem, image: Image, set: Parameters<typeo
             const at = (first + i) * bs;
             const block = data.subarray(i * bs, i * bs + Math.min(bs, image.size - at));
             if (isZero(block)) continue;
-            await target.write(block, at);
+            await target.device.write(block, at);
             blocks++;
           }
         },
@@ -111,11 +114,10 @@ async function copyToOverlay(fs: FileSystem, image: Image, set: Parameters<typeo
     }
     // Closing flushes what is left: it can fail too (a full disk), and must not leave the copy.
     await target.close();
-    await fs.publish(tmp, out);
   } catch (err) {
-    await fs.unlink(tmp).catch(() => undefined);
+    await made.discard();
     throw err;
   }
-  await fs.syncDir(path.dirname(out));
+  await made.publish();
   return blocks;
 }

@@ -15,12 +15,11 @@
  */
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
-import { realFileSystem } from '../io/real-file.js';
+import { fileSystemOf } from '../io/real-file.js';
 import { detectKind } from '../image/open.js';
 import { reclaimSpace } from './reclaim.js';
 import { forEachChunk, isZero } from './chunks.js';
-import { heldBlocks, layersOf } from './layers.js';
+import { heldBlocks } from './layers.js';
 import { openOverlayForWriting } from './open-overlay.js';
 import type { LifecycleOptions } from './seal.js';
 
@@ -36,7 +35,7 @@ export interface GcResult {
 }
 
 export async function gcImage(file: string, options: LifecycleOptions = {}): Promise<GcResult> {
-  const fs = options.fs ?? realFileSystem;
+  const fs = fileSystemOf(options);
   const abs = path.resolve(file);
   const kind = await detectKind(abs, fs);
   if (kind !== 'overlay') {
@@ -48,20 +47,20 @@ export async function gcImage(file: string, options: LifecycleOptions = {}): Pro
   }
   const image = await openOverlayForWriting(fs, abs, 'gc');
   try {
-    const overlay = image.overlay;
+    const overlay = image.overlay.file;
+    const device = image.device;
     const before = (await overlay.file.stat()).allocated;
-    const bs = image.blockSize;
+    const bs = device.blockSize;
     const sbs = overlay.subBlockSize;
-    const set = await heldBlocks([layersOf(image)[0]], overlay.blocks, bs);
+    const set = await heldBlocks([image.overlay], overlay.blocks, bs);
     const zeroRuns: Array<[number, number]> = [];
     await forEachChunk(
-      image,
+      device,
       set,
       async (first, data) => {
         for (let i = 0; i * bs < data.length; i++) {
           const block = first + i;
-          const page = overlay.map.loaded(block) ?? (await overlay.map.page(block));
-          const present = page.present(block % MAP_ENTRIES_PER_PAGE);
+          const present = (await overlay.map.page(block)).present(block);
           for (let sub = 0; sub < overlay.header.subBlocks; sub++) {
             const at = i * bs + sub * sbs;
             if ((present & (1 << sub)) === 0 || !isZero(data.subarray(at, at + sbs))) continue;
@@ -77,11 +76,11 @@ export async function gcImage(file: string, options: LifecycleOptions = {}): Pro
     let zerosReleased = 0;
     for (const [offset, length] of zeroRuns) {
       // The last sub-block may reach past the end of the disk.
-      const inside = Math.min(length, image.size - offset);
-      await image.zero(offset, inside);
+      const inside = Math.min(length, device.size - offset);
+      await device.zero(offset, inside);
       zerosReleased += inside;
     }
-    await image.flush();
+    await device.flush();
     const { supported } = await reclaimSpace(overlay);
     return { image: abs, before, after: (await overlay.file.stat()).allocated, zerosReleased, supported };
   } finally {

@@ -4,11 +4,10 @@
  */
 import * as path from 'node:path';
 import { DEFAULT_BLOCK_SIZE } from '../format/constants.js';
-import type { SnapshotHeaderFields } from '../format/header.js';
 import { RawFile } from '../format/raw.js';
-import { SnapshotWriter } from '../format/snapshot.js';
+import { SnapshotWriter } from '../format/snapshot-writer.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
+import { fileSystemOf } from '../io/real-file.js';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { checkBlockSize } from './create.js';
 
@@ -19,10 +18,26 @@ export interface ImportOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+/** What `import` made. */
+export interface ImportResult {
+  /** The raw file read and the layer written (absolute paths). */
+  raw: string;
+  snapshot: string;
+  /** The layer's identity, sha256:... */
+  digest: string;
+  size: number;
+  blockSize: number;
+  /** Blocks stored with data, and blocks recorded as zeros. */
+  storedBlocks: number;
+  zeroBlocks: number;
+  /** Bytes of block data stored, after compression. */
+  dataBytes: number;
+}
+
 const CHUNK = 4 * 1024 * 1024;
 
-export async function importRaw(rawFile: string, snapshotFile: string, options: ImportOptions = {}): Promise<SnapshotHeaderFields> {
-  const fs = options.fs ?? realFileSystem;
+export async function importRaw(rawFile: string, snapshotFile: string, options: ImportOptions = {}): Promise<ImportResult> {
+  const fs = fileSystemOf(options);
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   checkBlockSize(blockSize);
   const raw = await RawFile.open(fs, path.resolve(rawFile));
@@ -33,16 +48,29 @@ export async function importRaw(rawFile: string, snapshotFile: string, options: 
     try {
       const chunk = Buffer.alloc(Math.max(CHUNK, blockSize));
       const zeros = Buffer.alloc(blockSize);
+      let zeroBlocks = 0;
       for (let at = 0; at < size; at += chunk.length) {
         await raw.read(chunk, at);
         const blocks = Math.min(chunk.length, size - at + blockSize - 1) / blockSize;
         for (let i = 0; i < Math.floor(blocks); i++) {
           const block = chunk.subarray(i * blockSize, (i + 1) * blockSize);
-          await writer.add(at / blockSize + i, block.equals(zeros) ? null : block);
+          const zero = block.equals(zeros);
+          if (zero) zeroBlocks++;
+          await writer.add(at / blockSize + i, zero ? null : block);
         }
         options.onProgress?.(Math.min(size, at + chunk.length), size);
       }
-      return await writer.finish();
+      const header = await writer.finish();
+      return {
+        raw: raw.path,
+        snapshot: writer.finalPath,
+        digest: `sha256:${header.layerDigest.toString('hex')}`,
+        size,
+        blockSize,
+        storedBlocks: header.storedBlocks,
+        zeroBlocks,
+        dataBytes: header.dataBytes,
+      };
     } catch (err) {
       await writer.abort();
       throw err;

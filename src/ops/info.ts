@@ -12,13 +12,10 @@
  * read). A raw file has no block states; only its bytes on disk are told.
  */
 import type { ParentRef } from '../format/header.js';
-import { SnapshotFile } from '../format/snapshot.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
+import { fileSystemOf } from '../io/real-file.js';
 import type { LayerKind } from '../image/device.js';
-import { type ImageKind, openImage } from '../image/open.js';
-import { OverlayDevice } from '../image/overlay-device.js';
-import { SealedChain } from '../image/sealed-chain.js';
+import { type ImageFormat, type ImageKind, openImage } from '../image/open.js';
 
 export interface Allocation {
   /** Blocks whose data this file holds (for an overlay: any sub-block present). Null for a raw file. */
@@ -74,22 +71,25 @@ export interface DescribeOptions {
   chain?: boolean;
   /** Block size to present a bare raw file with (it has none of its own). */
   rawBlockSize?: number;
+  /** 'raw': take the image as a raw disk whatever its bytes say (see detectKind). */
+  format?: ImageFormat;
   fs?: FileSystem;
 }
 
 export async function describeImage(file: string, options: DescribeOptions = {}): Promise<ImageDescription> {
-  const fs = options.fs ?? realFileSystem;
-  const image = await openImage(file, { readOnly: true, fs, rawBlockSize: options.rawBlockSize });
+  const fs = fileSystemOf(options);
+  const image = await openImage(file, { readOnly: true, fs, rawBlockSize: options.rawBlockSize, format: options.format });
   try {
+    const { device } = image;
     const bytesOnDisk = (await fs.stat(image.path)).allocated;
-    const blocks = Math.ceil(image.size / image.blockSize);
-    const common = { path: image.path, kind: image.kind, identity: image.chain[0].identity, virtualSize: image.size, blockSize: image.blockSize, blocks, depth: image.chain.length };
+    const blocks = Math.ceil(device.size / device.blockSize);
+    const common = { path: image.path, kind: image.kind, identity: device.chain[0].identity, virtualSize: device.size, blockSize: device.blockSize, blocks, depth: device.chain.length };
     const parentOf = (ref: ParentRef): ImageDescription['parent'] =>
-      ref.kind === 'none' ? null : { kind: ref.kind, recordedPath: ref.path, path: image.chain[1].path };
+      ref.kind === 'none' ? null : { kind: ref.kind, recordedPath: ref.path, path: device.chain[1].path };
     let description: ImageDescription;
-    if (image instanceof OverlayDevice) {
-      const { header } = image.overlay;
-      const { present, zero, bytesPresent } = await image.allocation();
+    if (image.overlay) {
+      const { header } = image.overlay.file;
+      const { present, zero, bytesPresent } = await image.overlay.allocation();
       description = {
         ...common,
         subBlocks: header.subBlocks,
@@ -98,37 +98,23 @@ export async function describeImage(file: string, options: DescribeOptions = {})
         parent: parentOf(header.parent),
         allocation: { presentBlocks: present, zeroBlocks: zero, absentBlocks: blocks - present - zero, dataBytes: bytesPresent, bytesOnDisk },
       };
-    } else if (image instanceof SealedChain && image.layers[0] instanceof SnapshotFile) {
-      const top = image.layers[0];
-      const { header } = top;
-      const zero = entriesInDirectory(top) - header.storedBlocks;
-      description = {
-        ...common,
-        subBlocks: null,
-        dirty: null,
-        created: isoTime(header.createdNs),
-        parent: parentOf(header.parent),
-        allocation: {
-          presentBlocks: header.storedBlocks,
-          zeroBlocks: zero,
-          absentBlocks: blocks - header.storedBlocks - zero,
-          dataBytes: header.dataBytes,
-          bytesOnDisk,
-        },
-      };
     } else {
+      const top = image.layers[0];
+      const counts = top.counts();
       description = {
         ...common,
         subBlocks: null,
         dirty: null,
-        created: null,
-        parent: null,
-        allocation: { presentBlocks: null, zeroBlocks: null, absentBlocks: null, dataBytes: null, bytesOnDisk },
+        created: top.createdNs === null ? null : isoTime(top.createdNs),
+        parent: parentOf(top.parent),
+        allocation: counts
+          ? { presentBlocks: counts.stored, zeroBlocks: counts.zero, absentBlocks: blocks - counts.stored - counts.zero, dataBytes: counts.dataBytes, bytesOnDisk }
+          : { presentBlocks: null, zeroBlocks: null, absentBlocks: null, dataBytes: null, bytesOnDisk },
       };
     }
     if (options.chain) {
       description.chain = await Promise.all(
-        image.chain.map(async (layer, index): Promise<LayerDescription> => {
+        device.chain.map(async (layer, index): Promise<LayerDescription> => {
           const stat = await fs.stat(layer.path);
           return { index, kind: layer.kind, path: layer.path, identity: layer.identity, fileSize: stat.size, bytesOnDisk: stat.allocated };
         }),
@@ -138,13 +124,6 @@ export async function describeImage(file: string, options: DescribeOptions = {})
   } finally {
     await image.close();
   }
-}
-
-/** Blocks a snapshot has an entry for (stored or zero), from its directory alone. */
-function entriesInDirectory(snap: SnapshotFile): number {
-  let entries = 0;
-  for (let page = 0; page < snap.header.dirPages; page++) entries += snap.storedInPage(page);
-  return entries;
 }
 
 /** A header's creation time, or null when the field holds no representable date (a damaged file). */

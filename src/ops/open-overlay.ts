@@ -7,14 +7,15 @@ import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import type { FileSystem } from '../io/file.js';
 import { type Image, openImage } from '../image/open.js';
-import { OverlayDevice } from '../image/overlay-device.js';
+import type { OverlayDevice } from '../image/overlay-device.js';
 
-export type OpenOverlay = Image & OverlayDevice;
+/** An image whose top is a writable overlay. */
+export type OpenOverlay = Image & { readonly overlay: OverlayDevice };
 
 /** Opens `file` for writing and checks it is an overlay; `verb` names the command in the error. */
 export async function openOverlayForWriting(fs: FileSystem, file: string, verb: string): Promise<OpenOverlay> {
   const image = await openImage(path.resolve(file), { fs });
-  if (!(image instanceof OverlayDevice)) {
+  if (!image.overlay) {
     await image.close();
     const what = image.kind === 'snapshot' ? 'a sealed snapshot layer, which is never modified' : 'a raw image';
     throw new CowdiskError(

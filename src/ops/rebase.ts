@@ -18,13 +18,12 @@
  */
 import * as path from 'node:path';
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
 import { OverlayFile } from '../format/overlay.js';
 import type { FileSystem } from '../io/file.js';
-import { realFileSystem } from '../io/real-file.js';
+import { fileSystemOf } from '../io/real-file.js';
 import { type Image, detectKind, openImage } from '../image/open.js';
 import { forEachChunkOfBoth } from './chunks.js';
-import { type SealedLayerRef, blocksWhereChainsMayDiffer, layersOf, referenceTo } from './layers.js';
+import { blocksWhereChainsMayDiffer } from './layers.js';
 import { openOverlayForWriting } from './open-overlay.js';
 import type { LifecycleOptions } from './seal.js';
 
@@ -46,26 +45,27 @@ export interface RebaseResult {
 }
 
 export async function rebaseOverlay(overlayFile: string, newParentFile: string, options: RebaseOptions = {}): Promise<RebaseResult> {
-  const fs = options.fs ?? realFileSystem;
+  const fs = fileSystemOf(options);
   return options.unsafe ? rebaseUnsafe(fs, overlayFile, newParentFile) : rebaseSafe(fs, overlayFile, newParentFile, options);
 }
 
 async function rebaseSafe(fs: FileSystem, overlayFile: string, newParentFile: string, options: LifecycleOptions): Promise<RebaseResult> {
   const image = await openOverlayForWriting(fs, overlayFile, 'rebase');
   try {
-    const next = await openNewParent(fs, newParentFile, image.overlay);
+    const overlay = image.overlay.file;
+    const device = image.device;
+    const next = await openNewParent(fs, newParentFile, overlay);
     try {
-      const overlay = image.overlay;
-      const oldLayers = layersOf(image).slice(1);
-      const newLayers = layersOf(next) as SealedLayerRef[];
-      const { set, whole } = await blocksWhereChainsMayDiffer(oldLayers, newLayers, image.size, image.blockSize, next.blockSize);
-      const bs = image.blockSize;
+      const oldLayers = image.layers;
+      const newLayers = next.layers;
+      const { set, whole } = await blocksWhereChainsMayDiffer(oldLayers, newLayers, device.size, device.blockSize, next.device.blockSize);
+      const bs = device.blockSize;
       const sbs = overlay.subBlockSize;
       let copied = 0;
       let compared = 0;
       await forEachChunkOfBoth(
-        image,
-        next,
+        device,
+        next.device,
         set,
         async (first, data, theirs, inside) => {
           const from = first * bs;
@@ -76,16 +76,15 @@ async function rebaseSafe(fs: FileSystem, overlayFile: string, newParentFile: st
             if (runStart === -1) return;
             const stop = Math.min(end, inside);
             if (stop > runStart) {
-              await image.write(data.subarray(runStart, stop), from + runStart);
+              await device.write(data.subarray(runStart, stop), from + runStart);
               copied += stop - runStart;
             }
             runStart = -1;
           };
           for (let i = 0; i * bs < data.length; i++) {
             const block = first + i;
-            const page = overlay.map.loaded(block) ?? (await overlay.map.page(block));
-            const slot = block % MAP_ENTRIES_PER_PAGE;
-            const held = (page.present(slot) | page.zero(slot)) >>> 0;
+            const page = await overlay.map.page(block);
+            const held = (page.present(block) | page.zero(block)) >>> 0;
             for (let sub = 0; sub < overlay.header.subBlocks; sub++) {
               const at = i * bs + sub * sbs;
               const differs = (held & (1 << sub)) === 0 && !data.subarray(at, at + sbs).equals(theirs.subarray(at, at + sbs));
@@ -97,8 +96,8 @@ async function rebaseSafe(fs: FileSystem, overlayFile: string, newParentFile: st
         },
         options.onProgress,
       );
-      await image.flush();
-      await overlay.writeHeader({ ...overlay.header, parent: referenceTo(newLayers[0], image.path) }, true);
+      await device.flush();
+      await overlay.writeHeader({ ...overlay.header, parent: newLayers[0].reference(image.path) }, true);
       return { overlay: image.path, oldParent: oldLayers[0]?.path ?? null, newParent: newLayers[0].path, copiedBytes: copied, comparedBytes: compared, comparedWholeDisk: whole };
     } finally {
       await next.close();
@@ -118,8 +117,8 @@ async function rebaseUnsafe(fs: FileSystem, overlayFile: string, newParentFile: 
     const next = await openNewParent(fs, newParentFile, overlay);
     try {
       const oldParent = overlay.header.parent.kind === 'none' ? null : path.resolve(path.dirname(abs), overlay.header.parent.path);
-      const top = layersOf(next)[0] as SealedLayerRef;
-      await overlay.writeHeader({ ...overlay.header, parent: referenceTo(top, abs) }, true);
+      const top = next.layers[0];
+      await overlay.writeHeader({ ...overlay.header, parent: top.reference(abs) }, true);
       return { overlay: abs, oldParent, newParent: top.path, copiedBytes: 0, comparedBytes: 0, comparedWholeDisk: false };
     } finally {
       await next.close();
@@ -141,8 +140,9 @@ async function openNewParent(fs: FileSystem, file: string, overlay: OverlayFile)
   }
   const next = await openImage(abs, { fs, readOnly: true, rawBlockSize: overlay.header.blockSize });
   const problems: string[] = [];
-  if (next.size !== overlay.header.size) problems.push(`it presents ${next.size} bytes where the overlay presents ${overlay.header.size}`);
-  if (next.blockSize !== overlay.header.blockSize) problems.push(`its block size is ${next.blockSize}, the overlay's ${overlay.header.blockSize}`);
+  const { size, blockSize } = next.device;
+  if (size !== overlay.header.size) problems.push(`it presents ${size} bytes where the overlay presents ${overlay.header.size}`);
+  if (blockSize !== overlay.header.blockSize) problems.push(`its block size is ${blockSize}, the overlay's ${overlay.header.blockSize}`);
   if (problems.length > 0) {
     await next.close();
     throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${abs} cannot be the parent of ${overlay.path}: ${problems.join('; ')}. A chain keeps one size and one block size.`, { path: abs });

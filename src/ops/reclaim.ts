@@ -8,7 +8,6 @@
  * that needs no fill puts its bytes down before the map says present, and would lose them to a
  * punch made in between. Nothing the map calls present is touched.
  */
-import { MAP_ENTRIES_PER_PAGE } from '../format/constants.js';
 import type { OverlayFile } from '../format/overlay.js';
 
 export interface ReclaimResult {
@@ -29,23 +28,21 @@ export async function reclaimSpace(overlay: OverlayFile): Promise<ReclaimResult>
   let supported = true;
   const keep = async (at: number) => {
     if (runStart !== -1 && supported && at > runStart) {
-      if (!(await overlay.file.punchHole(overlay.dataPos(0, runStart), at - runStart))) supported = false;
+      if (!(await overlay.punchData(runStart, at - runStart))) supported = false;
     }
     runStart = -1;
   };
   const drop = (at: number) => {
     if (runStart === -1) runStart = at;
   };
-  await overlay.map.visit(async (index, page) => {
-    const first = index * MAP_ENTRIES_PER_PAGE;
-    const count = Math.min(MAP_ENTRIES_PER_PAGE, overlay.blocks - first);
+  await overlay.map.visit(async (page, first, count) => {
     if (!page) {
       drop(first * bs);
       return;
     }
-    for (let slot = 0; slot < count; slot++) {
-      const blockStart = (first + slot) * bs;
-      const p = page.present(slot);
+    for (let block = first; block < first + count; block++) {
+      const blockStart = block * bs;
+      const p = page.present(block);
       if (p === 0) drop(blockStart);
       else if (p === full) await keep(blockStart);
       else {

@@ -13,26 +13,13 @@
  * The caller holds the old overlay open for writing (its lock keeps every other writer out) and
  * closes it afterwards; its handle then refers to the replaced file, which nothing else reaches.
  */
-import * as path from 'node:path';
 import type { ParentRef } from '../format/header.js';
 import { OverlayFile } from '../format/overlay.js';
 import type { FileSystem } from '../io/file.js';
 
 export async function resetOverlay(fs: FileSystem, overlay: OverlayFile, parent: ParentRef): Promise<void> {
-  const target = overlay.path;
-  const tmp = `${target}.next-${process.pid}`;
-  // A leftover from a crashed run of this same process id is garbage: nothing refers to it.
-  if (await fs.exists(tmp)) await fs.unlink(tmp);
   const { size, blockSize, subBlocks } = overlay.header;
   // The new file takes the old one's permissions: a private (0600) disk stays private.
-  const { mode } = await fs.stat(target);
-  try {
-    await OverlayFile.create(fs, tmp, { size, blockSize, subBlocks, parent, mode });
-    await fs.rename(tmp, target);
-  } catch (err) {
-    // A failed step (EIO, a full disk) leaves the old overlay in place; drop the half-made switch.
-    await fs.unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  await fs.syncDir(path.dirname(target));
+  const { mode } = await fs.stat(overlay.path);
+  await OverlayFile.create(fs, overlay.path, { size, blockSize, subBlocks, parent, mode }, { replace: true, tag: 'next' });
 }

@@ -17,12 +17,12 @@
  */
 import * as path from 'node:path';
 import type { ParentRef, SnapshotHeaderFields } from '../format/header.js';
-import { SnapshotWriter } from '../format/snapshot.js';
+import { SnapshotWriter } from '../format/snapshot-writer.js';
 import type { FileSystem } from '../io/file.js';
 import type { BlockDevice } from '../image/device.js';
 import type { BlockSet } from './block-set.js';
 import { type Progress, forEachChunk, isZero } from './chunks.js';
-import { type Layer, referenceTo } from './layers.js';
+import type { SealedLayer } from '../image/layer.js';
 import type { OpenOverlay } from './open-overlay.js';
 import { resetOverlay } from './reset.js';
 
@@ -49,10 +49,10 @@ export interface SealResult {
  * `snapshot` and `commit`: seals `set` as the overlay reads it into `out` over `below` (or no
  * parent), then re-points the overlay, emptied, at the new layer.
  */
-export async function sealAndReset(fs: FileSystem, image: OpenOverlay, set: BlockSet, out: string, below: Layer | undefined, onProgress?: Progress): Promise<SealResult> {
-  const parent = below && below.kind !== 'overlay' ? referenceTo(below, out) : ({ kind: 'none' } as const);
-  const { header, entries } = await sealBlocks(image, set, out, parent, fs, onProgress);
-  await resetOverlay(fs, image.overlay, { kind: 'snapshot', path: path.relative(path.dirname(image.path), out), size: header.size, digest: header.layerDigest });
+export async function sealAndReset(fs: FileSystem, image: OpenOverlay, set: BlockSet, out: string, below: SealedLayer | undefined, onProgress?: Progress): Promise<SealResult> {
+  const parent = below ? below.reference(out) : ({ kind: 'none' } as const);
+  const { header, entries } = await sealBlocks(image.device, set, out, parent, fs, onProgress);
+  await resetOverlay(fs, image.overlay.file, { kind: 'snapshot', path: path.relative(path.dirname(image.path), out), size: header.size, digest: header.layerDigest });
   return {
     overlay: image.path,
     layer: out,

@@ -14,19 +14,18 @@
  * nothing refers to yet); after it, the new chain. Both read the same disk.
  */
 import * as path from 'node:path';
-import { realFileSystem } from '../io/real-file.js';
-import { heldBlocks, layersOf } from './layers.js';
+import { fileSystemOf } from '../io/real-file.js';
+import { heldBlocks } from './layers.js';
 import { openOverlayForWriting } from './open-overlay.js';
 import { type LifecycleOptions, type SealResult, nextLayerName, sealAndReset } from './seal.js';
 
 export async function snapshotOverlay(overlayFile: string, snapshotFile?: string, options: LifecycleOptions = {}): Promise<SealResult> {
-  const fs = options.fs ?? realFileSystem;
+  const fs = fileSystemOf(options);
   const image = await openOverlayForWriting(fs, overlayFile, 'snapshot');
   try {
     const out = path.resolve(snapshotFile ?? (await nextLayerName(fs, image.path)));
-    const layers = layersOf(image);
-    const set = await heldBlocks([layers[0]], image.overlay.blocks, image.blockSize);
-    return await sealAndReset(fs, image, set, out, layers[1], options.onProgress);
+    const set = await heldBlocks([image.overlay], image.overlay.file.blocks, image.device.blockSize);
+    return await sealAndReset(fs, image, set, out, image.layers[0], options.onProgress);
   } finally {
     await image.close();
   }

@@ -29,7 +29,7 @@ async function damagedCopy(name: string, block: number): Promise<string> {
 /** An overlay left as a crash leaves it: written, flushed, never closed (the process exits). */
 async function crashedOverlay(name: string): Promise<string> {
   await ok(['clone', at('base.snap'), at(name)]);
-  const script = `const m = await import(process.argv[1]); const i = await m.openImage(process.argv[2]);
+  const script = `const m = await import(process.argv[1]); const i = (await m.openImage(process.argv[2])).device;
     await i.write(Buffer.alloc(8192, 1), 4096); await i.flush(); process.exit(0);`;
   await run(process.execPath, ['--input-type=module', '-e', script, `${REPO}dist/index.js`, at(name)]);
   return at(name);

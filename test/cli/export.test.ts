@@ -16,7 +16,7 @@ beforeAll(async () => {
 describe('cowdisk export', () => {
   it('flattens a chain into a raw file that reads as the chain does', async () => {
     await ok(['clone', at('base.snap'), at('vm.cow')]);
-    const vm = await openImage(at('vm.cow'));
+    const vm = (await openImage(at('vm.cow'))).device;
     const patch = Buffer.alloc(10_000, 0x5a);
     await vm.write(patch, B + 123);
     await vm.zero(8 * B, B);

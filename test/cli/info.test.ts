@@ -94,6 +94,23 @@ describe('cowdisk info', () => {
     expect(result.stderr).toContain(ErrorCode.CORRUPT);
   });
 
+  it('an overlay whose headers are both unreadable is damage (exit 3, naming --format raw), not a raw disk; --format raw says raw', async () => {
+    await ok(['clone', at('base.snap'), at('wiped.cow')]);
+    // A written map page, then both header slots spoiled: the first's magic gone, the second's too.
+    const served = await startServe(['--socket', at('wiped.sock'), at('wiped.cow')]);
+    await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 64k', served.uris[0]]);
+    expect(await served.stop()).toBe(0);
+    for (let i = 0; i < 8; i++) flipByte(at('wiped.cow'), i);
+    flipByte(at('wiped.cow'), 4096);
+    const result = await cowdisk(['info', at('wiped.cow')]);
+    expect(result.code).toBe(3);
+    expect(result.stderr).toContain(ErrorCode.CORRUPT);
+    expect(result.stderr).toContain('--format raw');
+    expect((await cowdisk(['map', at('wiped.cow')])).code).toBe(3);
+    const raw = await json(['info', '--format', 'raw', at('wiped.cow')]);
+    expect(raw.kind).toBe('raw');
+  });
+
   it('names a file that does not exist (exit code 1)', async () => {
     const result = await cowdisk(['info', at('ghost.cow')]);
     expect(result.code).toBe(1);

@@ -13,7 +13,7 @@ beforeAll(async () => {
   await ok(['import', at('base.raw'), at('base.snap')]);
   await ok(['clone', at('base.snap'), at('vm.cow')]);
   // The overlay takes block 1 over with data and hides block 6 with a zero whiteout.
-  const vm = await openImage(at('vm.cow'));
+  const vm = (await openImage(at('vm.cow'))).device;
   await vm.write(Buffer.alloc(B, 7), 1 * B);
   await vm.zero(6 * B, B);
   await vm.close();

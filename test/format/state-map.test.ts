@@ -45,8 +45,8 @@ function slotBytes(fs: MemoryFileSystem, index: number, slot: number): Buffer {
 }
 
 async function setBlock(map: StateMap, block: number, present: number, zero: number): Promise<void> {
-  const page = await map.pageAsync(block);
-  page.set(block % MAP_ENTRIES_PER_PAGE, present, zero);
+  const page = await map.page(block);
+  page.set(block, present, zero);
 }
 
 describe('choosing a slot', () => {
@@ -131,7 +131,7 @@ describe('on disk', () => {
     const file = await fs.open(FILE);
     const again = new StateMap(file, MAP_OFFSET, 2, 2 * MAP_ENTRIES_PER_PAGE - 7, 16);
     expect(slotBytes(fs, 0, 0).every((b) => b === 0)).toBe(true);
-    expect((await again.pageAsync(2)).present(2)).toBe(1);
+    expect((await again.page(2)).present(2)).toBe(1);
   });
 
   test('after generation 0xffffffff a page is written as generation 0, to the other slot, and is the current version', async () => {
@@ -142,11 +142,11 @@ describe('on disk', () => {
     await setBlock(m, 3, 7, 0);
     await m.persist();
     expect(slotBytes(fs, 0, 0).equals(docPage(0, 0, { 3: [7, 0] }))).toBe(true);
-    expect((await map().pageAsync(3)).present(3)).toBe(7);
+    expect((await map().page(3)).present(3)).toBe(7);
     await setBlock(m, 3, 0xf, 0);
     await m.persist();
     expect(slotBytes(fs, 0, 1).equals(docPage(0, 1, { 3: [0xf, 0] }))).toBe(true);
-    expect((await map().pageAsync(3)).present(3)).toBe(0xf);
+    expect((await map().page(3)).present(3)).toBe(0xf);
   });
 
   test('later versions alternate slots: each write goes to the slot not holding the durable version', async () => {
@@ -174,14 +174,14 @@ describe('on disk', () => {
     const file = await fs.open(FILE);
     await file.write(Buffer.concat([newest.subarray(0, 512), Buffer.alloc(3584, 0xee)]), MAP_OFFSET + 4096);
     const again = new StateMap(file, MAP_OFFSET, 2, 2 * MAP_ENTRIES_PER_PAGE - 7, 16);
-    expect((await again.pageAsync(7)).present(7)).toBe(0x1);
+    expect((await again.page(7)).present(7)).toBe(0x1);
   });
 
   test('a page with both slots damaged cannot be read: CORRUPT, naming the file and the first block of the page', async () => {
     const { file, map } = await setup();
     await file.write(Buffer.alloc(8192, 0x77), MAP_OFFSET + 8192);
     const err = await map()
-      .pageAsync(MAP_ENTRIES_PER_PAGE + 3)
+      .page(MAP_ENTRIES_PER_PAGE + 3)
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CowdiskError);
     expect(err).toMatchObject({ code: ErrorCode.CORRUPT, path: FILE, block: MAP_ENTRIES_PER_PAGE });
@@ -194,14 +194,14 @@ describe('on disk', () => {
     const file = await watched.open(FILE);
     const m = new StateMap(file, MAP_OFFSET, 4, 4 * MAP_ENTRIES_PER_PAGE, 16);
     expect(watched.reads).toEqual([]);
-    await Promise.all([m.pageAsync(2 * MAP_ENTRIES_PER_PAGE + 1), m.pageAsync(2 * MAP_ENTRIES_PER_PAGE + 300)]);
-    await m.pageAsync(2 * MAP_ENTRIES_PER_PAGE + 509);
+    await Promise.all([m.page(2 * MAP_ENTRIES_PER_PAGE + 1), m.page(2 * MAP_ENTRIES_PER_PAGE + 300)]);
+    await m.page(2 * MAP_ENTRIES_PER_PAGE + 509);
     expect(watched.reads).toEqual([{ path: FILE, pos: MAP_OFFSET + 2 * 8192, length: 8192 }]);
   });
 
   test('a page never written reads as every block absent', async () => {
     const { map } = await setup();
-    const page = await map().pageAsync(600);
+    const page = await map().page(600);
     expect(page.masks.every((m) => m === 0)).toBe(true);
   });
 });
@@ -238,7 +238,7 @@ describe('persist (the flush sequence)', () => {
     expect(m.hasDirty()).toBe(false);
     const file = await fs.open(FILE);
     const again = new StateMap(file, MAP_OFFSET, 2, 2 * MAP_ENTRIES_PER_PAGE - 7, 16);
-    expect((await again.pageAsync(2)).present(2)).toBe(4);
+    expect((await again.page(2)).present(2)).toBe(4);
   });
 
   test('a failed persist keeps the pages dirty, and the next one writes them', async () => {
@@ -254,7 +254,7 @@ describe('persist (the flush sequence)', () => {
     fs.crash();
     const file = await fs.open(FILE);
     const again = new StateMap(file, MAP_OFFSET, 2, 2 * MAP_ENTRIES_PER_PAGE - 7, 16);
-    expect((await again.pageAsync(1)).present(1)).toBe(1);
+    expect((await again.page(1)).present(1)).toBe(1);
   });
 
   test('with nothing dirty, persist writes no page', async () => {
@@ -281,8 +281,9 @@ describe('visiting the whole map', () => {
     await file.sync();
     const reader = map();
     const seen: Array<[number, number | null]> = [];
-    await reader.visit((index, page) => {
-      seen.push([index, page ? page.present(5) | page.zero(0) : null]);
+    await reader.visit((page, first) => {
+      const index = first / MAP_ENTRIES_PER_PAGE;
+      seen.push([index, page ? page.present(first + 5) | page.zero(first) : null]);
     });
     expect(seen.map(([i]) => i)).toEqual([...Array(pages).keys()]);
     expect(seen.filter(([, v]) => v !== null)).toEqual([
@@ -307,8 +308,8 @@ describe('visiting the whole map', () => {
     await setBlock(map, 1500 * MAP_ENTRIES_PER_PAGE, 0b11, 0);
     watched.reads.length = 0;
     const found: number[] = [];
-    await map.visit((index, page) => {
-      if (page && (page.present(0) | page.zero(0)) !== 0) found.push(index);
+    await map.visit((page, first) => {
+      if (page && (page.present(first) | page.zero(first)) !== 0) found.push(first / MAP_ENTRIES_PER_PAGE);
     });
     expect(found).toEqual([7, 1500]);
     expect(watched.reads.length).toBeLessThanOrEqual(2);

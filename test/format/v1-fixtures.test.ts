@@ -20,7 +20,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('v1 fixtures', () => {
   for (const [name, want] of Object.entries(expected)) {
     it(`${name} reads as it did when it was made`, async () => {
-      const image = await openImage(path.join(dir, name), { readOnly: true });
+      const image = (await openImage(path.join(dir, name), { readOnly: true })).device;
       try {
         expect(image.size).toBe(want.size);
         expect(image.chain[0].identity).toBe(want.identity);

@@ -99,7 +99,7 @@ describe('diff --files on ext4', () => {
     await cloneImage(path.join(dir, 'base.snap'), clone);
     const blocks = (await run('debugfs', ['-R', 'blocks /etc/app/config', path.join(dir, 'base.raw')])).stdout.trim().split(/\s+/).map(Number);
     expect(blocks.length).toBe(1);
-    const image = await openImage(clone);
+    const image = (await openImage(clone)).device;
     await image.write(Buffer.from('a=2\n'), blocks[0] * 4096);
     await image.close();
     expect(lines(await filesChanged(clone))).toEqual(['C /etc/app/config']);

@@ -7,7 +7,7 @@
  */
 import * as path from 'node:path';
 import type { ParentRef } from '../../src/format/header.js';
-import { SnapshotWriter } from '../../src/format/snapshot.js';
+import { SnapshotWriter } from '../../src/format/snapshot-writer.js';
 import type { FileSystem } from '../../src/io/file.js';
 import { cloneImage, createImage } from '../../src/ops/create.js';
 import { importRaw } from '../../src/ops/import.js';
@@ -155,8 +155,8 @@ export async function buildChain(fs: FileSystem, dir: string, spec: ChainSpec): 
   let below: Extract<ParentRef, { kind: 'snapshot' | 'raw' }>;
   if (spec.base === 'snapshot') {
     const basePath = path.join(dir, 'base.snap');
-    const header = await importRaw(rawPath, basePath, { blockSize, fs });
-    below = { kind: 'snapshot', path: basePath, size, digest: header.layerDigest };
+    const made = await importRaw(rawPath, basePath, { blockSize, fs });
+    below = { kind: 'snapshot', path: basePath, size, digest: Buffer.from(made.digest.replace(/^sha256:/, ''), 'hex') };
     await fs.unlink(rawPath);
   } else {
     below = await rawRef(fs, rawPath);

@@ -131,8 +131,12 @@ class WatchedFile implements BlockFile {
     return this.inner.tryLock(exclusive);
   }
 
-  async seekData(pos: number): Promise<number> {
-    return this.inner.seekData ? this.inner.seekData(pos) : pos;
+  seekData(pos: number): Promise<number> {
+    return this.inner.seekData(pos);
+  }
+
+  seekHole(pos: number): Promise<number> {
+    return this.inner.seekHole(pos);
   }
 
   close(): Promise<void> {

@@ -72,8 +72,8 @@ export interface ServedImage {
 export async function serveImages(images: ServedImage[]): Promise<TestServer> {
   const exports = [];
   for (const image of images) {
-    const device = await openImage(image.file, { readOnly: image.readOnly });
-    exports.push({ name: image.name, device, readOnly: image.readOnly, description: `${device.kind} ${image.file}` });
+    const opened = await openImage(image.file, { readOnly: image.readOnly });
+    exports.push({ name: image.name, device: opened.device, readOnly: image.readOnly, description: `${opened.kind} ${image.file}` });
   }
   return startServer(exports);
 }

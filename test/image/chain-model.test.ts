@@ -112,7 +112,7 @@ async function run(fs: FileSystem, dir: string, spec: Spec, ops: Op[]): Promise<
   const chain = await buildChain(fs, dir, cs);
   const model = new DiskModel(chain.content);
   const subBlockSize = cs.blockSize / (cs.subBlocks ?? defaultSubBlocks(cs.blockSize));
-  let dev: Image = await openImage(chain.overlay, { fs });
+  let dev: Image = (await openImage(chain.overlay, { fs })).device;
   try {
     for (const [i, op] of ops.entries()) {
       const [offset, length] = range(op, cs.size, cs.blockSize, subBlockSize);
@@ -146,13 +146,13 @@ async function run(fs: FileSystem, dir: string, spec: Spec, ops: Op[]): Promise<
           break;
         case 'reopen':
           await dev.close();
-          dev = await openImage(chain.overlay, { fs });
+          dev = (await openImage(chain.overlay, { fs })).device;
           break;
       }
     }
     checkExtents(await dev.extents(0, cs.size), 0, cs.size, model, dev.chain.length);
     await dev.close();
-    dev = await openImage(chain.overlay, { fs });
+    dev = (await openImage(chain.overlay, { fs })).device;
     if (!(await readBack(dev, 0, cs.size)).equals(model.bytes)) expect.fail('the whole disk differs from the model after a reopen');
   } finally {
     await dev.close();

@@ -43,7 +43,7 @@ test('requests sharing blocks but not bytes, issued concurrently, all land (no l
       const { blockSize, subBlocks } = geometry;
       const chain = await buildChain(fs, '/r', { depth: 3, base: 'raw', size: 4 * blockSize, blockSize, subBlocks, seed });
       const model = new DiskModel(chain.content);
-      const dev = await openImage(chain.overlay, { fs });
+      const dev = (await openImage(chain.overlay, { fs })).device;
       // The region: a block and a half around a block boundary, so requests share two blocks.
       const start = Math.floor(blockSize / 2);
       const length = Math.min(blockSize + blockSize / 2, 3 * 65536);
@@ -97,7 +97,7 @@ test('many writes racing to one absent block, each to its own bytes, all land', 
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/r', { depth: 2, base: 'snapshot', size: 2 * blockSize, blockSize, subBlocks, seed: 77 });
     const model = new DiskModel(chain.content);
-    const dev = await openImage(chain.overlay, { fs });
+    const dev = (await openImage(chain.overlay, { fs })).device;
     const pieces = 16;
     const piece = Math.floor(blockSize / pieces / 3);
     fs.yieldEvery = true;
@@ -123,7 +123,7 @@ test('a write of whole sub-blocks racing a trim of the only other present sub-bl
     for (let head = 0; head < 4; head++) {
       const fs = new MemoryFileSystem();
       const chain = await buildChain(fs, '/r', { depth: 2, base: 'raw', size: 4 * bs, blockSize: bs, subBlocks: 16, seed: 5 });
-      const dev = await openImage(chain.overlay, { fs });
+      const dev = (await openImage(chain.overlay, { fs })).device;
       await dev.write(pattern(1, 4096), bs);
       await dev.flush();
       const data = pattern(2, 4096);

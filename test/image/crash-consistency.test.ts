@@ -29,7 +29,7 @@ import type { CrashOptions } from '../../src/io/memory-file.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { checkImage } from '../../src/ops/check.js';
 import { type Image, openImage } from '../../src/image/open.js';
-import { OverlayDevice } from '../../src/image/overlay-device.js';
+import type { OverlayDevice } from '../../src/image/overlay-device.js';
 import { type ChainSpec, Random, buildChain, pattern } from '../helpers/engine-chain.js';
 import { CrashModel } from '../helpers/model.js';
 
@@ -87,7 +87,7 @@ async function runWorkload(spec: ChainSpec, steps: Step[], crashAt = Infinity): 
   const run: Run = { fs, overlay: chain.overlay, model, dirty: false, stoppedBy: undefined, operations: 0 };
   let dev: Image | undefined;
   try {
-    dev = await openImage(chain.overlay, { fs });
+    dev = (await openImage(chain.overlay, { fs })).device;
     for (const step of steps) {
       switch (step.kind) {
         case 'write':
@@ -111,7 +111,7 @@ async function runWorkload(spec: ChainSpec, steps: Step[], crashAt = Infinity): 
           run.dirty = false;
           await dev.close();
           model.flushed();
-          dev = await openImage(chain.overlay, { fs });
+          dev = (await openImage(chain.overlay, { fs })).device;
           break;
       }
     }
@@ -128,13 +128,13 @@ async function runWorkload(spec: ChainSpec, steps: Step[], crashAt = Infinity): 
 }
 
 function overlayOf(image: Image): OverlayDevice {
-  if (!(image instanceof OverlayDevice)) throw new Error(`${image.path} opened as a ${image.kind}, not an overlay`);
-  return image;
+  if (!image.overlay) throw new Error(`${image.path} opened as a ${image.kind}, not an overlay`);
+  return image.overlay;
 }
 
 async function readWhole(image: Image): Promise<Buffer> {
-  const buf = Buffer.alloc(image.size);
-  await image.read(buf, 0);
+  const buf = Buffer.alloc(image.device.size);
+  await image.device.read(buf, 0);
   return buf;
 }
 
@@ -147,7 +147,7 @@ async function crashAndVerify(spec: ChainSpec, steps: Step[], crashAt: number, c
   const actual = await readWhole(image);
   const violation = run.model.violation(actual);
   if (violation) expect.fail(`${where}: ${violation}`);
-  if (run.dirty) expect(overlayOf(image).overlay.header.dirty, `${where}: the dirty flag`).toBe(true);
+  if (run.dirty) expect(overlayOf(image).file.header.dirty, `${where}: the dirty flag`).toBe(true);
   await image.close();
   if (!check) return;
 
@@ -156,7 +156,7 @@ async function crashAndVerify(spec: ChainSpec, steps: Step[], crashAt: number, c
   if (errors.length > 0) expect.fail(`${where}: check found ${JSON.stringify(errors)}`);
   await checkImage(run.overlay, { fs: run.fs, repair: true });
   const repaired = await openImage(run.overlay, { fs: run.fs, readOnly: true });
-  expect(overlayOf(repaired).overlay.header.dirty, `${where}: repair clears the dirty flag`).toBe(false);
+  expect(overlayOf(repaired).file.header.dirty, `${where}: repair clears the dirty flag`).toBe(false);
   if (!(await readWhole(repaired)).equals(actual)) expect.fail(`${where}: repair changed what the disk reads`);
   await repaired.close();
 }

@@ -32,7 +32,7 @@ interface Pristine {
 async function pristine(): Promise<Pristine> {
   const fs = new MemoryFileSystem();
   const chain = await buildChain(fs, '/f', { depth: 3, base: 'snapshot', size: SIZE, blockSize: BS, subBlocks: 1, seed: 31 });
-  const image = await openImage(chain.overlay, { fs });
+  const image = (await openImage(chain.overlay, { fs })).device;
   await image.write(pattern(2, 3 * BS + 77), 2 * BS + 5);
   await image.trim(9 * BS, 2 * BS);
   await image.close();
@@ -79,7 +79,7 @@ function apply(p: Pristine, d: Damage): { fs: MemoryFileSystem; file: string } {
 }
 
 async function exercise(fs: WatchedFileSystem, top: string): Promise<void> {
-  const image = await openImage(top, { fs, readOnly: true });
+  const image = (await openImage(top, { fs, readOnly: true })).device;
   try {
     await image.read(Buffer.alloc(image.size), 0);
     await image.extents(0, image.size);

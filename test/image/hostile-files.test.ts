@@ -22,7 +22,7 @@ const SIZE = 24 * BS;
 async function fixture(): Promise<{ fs: MemoryFileSystem; chain: Chain }> {
   const fs = new MemoryFileSystem();
   const chain = await buildChain(fs, '/h', { depth: 3, base: 'snapshot', size: SIZE, blockSize: BS, subBlocks: 1, seed: 21 });
-  const image = await openImage(chain.overlay, { fs });
+  const image = (await openImage(chain.overlay, { fs })).device;
   await image.write(pattern(1, 5 * BS + 100), 3 * BS);
   await image.zero(10 * BS, 2 * BS);
   await image.close();
@@ -34,7 +34,7 @@ async function exercise(fs: MemoryFileSystem, file: string): Promise<{ error: un
   const watched = new WatchedFileSystem(fs);
   let error: unknown;
   try {
-    const image = await openImage(file, { fs: watched, readOnly: true });
+    const image = (await openImage(file, { fs: watched, readOnly: true })).device;
     try {
       await image.read(Buffer.alloc(image.size), 0);
       await image.extents(0, image.size);
@@ -143,14 +143,40 @@ describe('overlay headers', () => {
     expect((error as Error).message).toMatch(/newer cowdisk/);
   });
 
-  test('an overlay whose magic is gone from both slots is no overlay any more: it opens as a read-only raw image', async () => {
+  test('an overlay whose first slot is wiped and whose second is damaged is CORRUPT, never a raw disk; --format raw opens it as one', async () => {
+    const { fs, chain } = await fixture();
+    damaged(fs, chain.overlay, (b) => {
+      b.fill(0, 0, 4096);
+      b[4096 + 40] ^= 0x10;
+    });
+    const { error } = await exercise(fs, chain.overlay);
+    expectTyped(error, [ErrorCode.CORRUPT], chain.overlay, 'slot 0 wiped, slot 1 damaged');
+    expect((error as Error).message).toMatch(/not a raw disk/);
+    expect((error as Error).message).toMatch(/--format raw/);
+    expect((await checkImage(chain.overlay, { fs })).problems.map((p) => p.code)).toEqual([ErrorCode.CORRUPT]);
+    const image = await openImage(chain.overlay, { fs, format: 'raw' });
+    expect([image.kind, image.device.capabilities.writable]).toEqual(['raw', false]);
+    await image.close();
+  });
+
+  test('an overlay whose magic is gone from both slots still shows its first state-map page: CORRUPT, not raw', async () => {
     const { fs, chain } = await fixture();
     damaged(fs, chain.overlay, (b) => {
       b[0] ^= 1;
       b[4096] ^= 1;
     });
-    const image = await openImage(chain.overlay, { fs });
-    expect([image.kind, image.capabilities.writable]).toEqual(['raw', false]);
+    const { error } = await exercise(fs, chain.overlay);
+    expectTyped(error, [ErrorCode.CORRUPT], chain.overlay, 'both magics gone');
+    expect((error as Error).message).toMatch(/state-map page/);
+  });
+
+  test('a raw disk with no cowdisk structure where an overlay keeps them opens as raw, as before', async () => {
+    const fs = new MemoryFileSystem();
+    const bytes = pattern(3, 8 * BS);
+    bytes.write('COWDISKO', 3 * BS); // the magic, but not where a header slot is
+    fs.put('/h/plain.raw', bytes);
+    const image = await openImage('/h/plain.raw', { fs });
+    expect(image.kind).toBe('raw');
     await image.close();
   });
 });
@@ -181,7 +207,7 @@ describe('state map pages', () => {
     const repair = await checkImage(chain.overlay, { fs, repair: true });
     expect(repair.repaired.join(' ')).toContain('state map page 0');
     expect((await checkImage(chain.overlay, { fs })).problems).toEqual([]);
-    const image = await openImage(chain.overlay, { fs, readOnly: true });
+    const image = (await openImage(chain.overlay, { fs, readOnly: true })).device;
     const back = Buffer.alloc(SIZE);
     await image.read(back, 0);
     await image.close();

@@ -52,7 +52,7 @@ test('after failed requests, a flush that succeeds makes every answered one dura
         for (const step of steps) {
           if (!dev) {
             await attempt(async () => {
-              dev = await openImage(chain.overlay, { fs });
+              dev = (await openImage(chain.overlay, { fs })).device;
             });
             if (!dev) continue;
           }
@@ -79,7 +79,7 @@ test('after failed requests, a flush that succeeds makes every answered one dura
           await (dev as Image).close();
         }
         fs.crash();
-        const image = await openImage(chain.overlay, { fs });
+        const image = (await openImage(chain.overlay, { fs })).device;
         const back = Buffer.alloc(SIZE);
         await image.read(back, 0);
         const violation = model.violation(back);

@@ -59,7 +59,7 @@ describe('kinds', () => {
   test('a raw file of fewer bytes than a magic opens as a raw image', async () => {
     const fs = new MemoryFileSystem();
     await putFile(fs, '/c/tiny.raw', Buffer.from('abc'));
-    const image = await openImage('/c/tiny.raw', { fs });
+    const image = (await openImage('/c/tiny.raw', { fs })).device;
     expect(image.size).toBe(3);
     await image.close();
   });
@@ -79,7 +79,7 @@ describe('kinds', () => {
     const image = await openImage(chain.overlay, { fs });
     expect(image.kind).toBe('overlay');
     const back = Buffer.alloc(SIZE);
-    await image.read(back, 0);
+    await image.device.read(back, 0);
     expect(back.equals(chain.content)).toBe(true);
     await image.close();
   });
@@ -102,14 +102,14 @@ describe('parents', () => {
     await fs.rename(chain.sealed[1], '/elsewhere/base.snap');
     await refused(fs, chain.overlay, ErrorCode.PARENT_MISSING, chain.sealed[1]);
     await fs.rename('/elsewhere/base.snap', chain.sealed[1]);
-    const image = await openImage(chain.overlay, { fs });
+    const image = (await openImage(chain.overlay, { fs })).device;
     await image.close();
   });
 
   test('a chain moved together keeps working: parents are found relative to the child', async () => {
     const { fs, chain } = await snapshotChain();
     for (const file of [chain.overlay, ...chain.sealed]) await fs.rename(file, file.replace('/c/', '/moved/'));
-    const image = await openImage('/moved/top.overlay', { fs });
+    const image = (await openImage('/moved/top.overlay', { fs })).device;
     const back = Buffer.alloc(SIZE);
     await image.read(back, 0);
     expect(back.equals(chain.content)).toBe(true);
@@ -182,23 +182,23 @@ describe('parents', () => {
 
   test('an overlay open for writing cannot be opened for writing again (LOCKED); read-only it can', async () => {
     const { fs, chain } = await rawChain();
-    const writer = await openImage(chain.overlay, { fs });
+    const writer = (await openImage(chain.overlay, { fs })).device;
     await expect(openImage(chain.overlay, { fs })).rejects.toMatchObject({ code: ErrorCode.LOCKED, path: chain.overlay });
-    const reader = await openImage(chain.overlay, { fs, readOnly: true });
+    const reader = (await openImage(chain.overlay, { fs, readOnly: true })).device;
     await reader.close();
     await writer.close();
   });
 
   test('a shared-lock read-only open excludes writers and is refused while one writes; plain readers still open', async () => {
     const { fs, chain } = await rawChain();
-    const shared = await openImage(chain.overlay, { fs, readOnly: true, sharedLock: true });
-    const second = await openImage(chain.overlay, { fs, readOnly: true, sharedLock: true });
+    const shared = (await openImage(chain.overlay, { fs, readOnly: true, sharedLock: true })).device;
+    const second = (await openImage(chain.overlay, { fs, readOnly: true, sharedLock: true })).device;
     await expect(openImage(chain.overlay, { fs })).rejects.toMatchObject({ code: ErrorCode.LOCKED, path: chain.overlay });
     await second.close();
     await shared.close();
-    const writer = await openImage(chain.overlay, { fs });
+    const writer = (await openImage(chain.overlay, { fs })).device;
     await expect(openImage(chain.overlay, { fs, readOnly: true, sharedLock: true })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
-    const reader = await openImage(chain.overlay, { fs, readOnly: true });
+    const reader = (await openImage(chain.overlay, { fs, readOnly: true })).device;
     await reader.close();
     await writer.close();
   });
@@ -213,7 +213,7 @@ describe('parents', () => {
 
   test('an overlay made on a chain opens with the same chain below it', async () => {
     const { fs, chain } = await snapshotChain();
-    const image = await openImage(chain.overlay, { fs });
+    const image = (await openImage(chain.overlay, { fs })).device;
     expect(image.chain.map((l) => [l.kind, l.path])).toEqual([['overlay', chain.overlay], ...chain.sealed.map((p) => ['snapshot', p])]);
     expect((await OverlayFile.open(fs, chain.overlay, { readOnly: true })).header.parent).toMatchObject({ kind: 'snapshot', path: 'layer1.snap' });
     await image.close();
@@ -230,7 +230,7 @@ test('a 1 TiB chain opens by reading its headers and the snapshot directory only
     const overlay = path.join(dir, 'disk.overlay');
     await cloneImage(layer, overlay, { fs: real });
     const watched = new WatchedFileSystem(real);
-    const image = await openImage(overlay, { fs: watched });
+    const image = (await openImage(overlay, { fs: watched })).device;
     const bytesRead = watched.reads.reduce((n, r) => n + r.length, 0);
     expect(bytesRead).toBeLessThanOrEqual(8192 + 4096 + 16 + 256 * 1024 + 16);
     expect(watched.reads.every((r) => r.length <= 256 * 1024)).toBe(true);

@@ -11,49 +11,20 @@ import { decodeOverlayHeader } from '../../src/format/header.js';
 import { OverlayFile } from '../../src/format/overlay.js';
 import type { FileOperation } from '../../src/io/memory-file.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
-import type { BlockDevice, Extent, WriteOptions, ZeroOptions } from '../../src/image/device.js';
-import { openImage, openSealed } from '../../src/image/open.js';
+import type { BlockDevice, Extent } from '../../src/image/device.js';
+import { PassThroughDevice } from '../../src/image/pass-through.js';
+import { openChain, openImage } from '../../src/image/open.js';
+import { SealedChain } from '../../src/image/sealed-chain.js';
 import { OverlayDevice } from '../../src/image/overlay-device.js';
 import { type Chain, buildChain, pattern } from '../helpers/engine-chain.js';
 import { WatchedFileSystem } from '../helpers/engine-files.js';
 
 /** A parent that counts the reads asked of it. */
-class CountingDevice implements BlockDevice {
+class CountingDevice extends PassThroughDevice {
   reads = 0;
-  constructor(private readonly inner: BlockDevice) {}
-  get size() {
-    return this.inner.size;
-  }
-  get blockSize() {
-    return this.inner.blockSize;
-  }
-  get capabilities() {
-    return this.inner.capabilities;
-  }
-  get chain() {
-    return this.inner.chain;
-  }
-  read(buf: Buffer, offset: number): Promise<void> {
+  override read(buf: Buffer, offset: number): Promise<void> {
     this.reads++;
-    return this.inner.read(buf, offset);
-  }
-  write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
-    return this.inner.write(buf, offset, options);
-  }
-  zero(offset: number, length: number, options?: ZeroOptions): Promise<void> {
-    return this.inner.zero(offset, length, options);
-  }
-  trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    return this.inner.trim(offset, length, options);
-  }
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-  extents(offset: number, length: number): Promise<Extent[]> {
-    return this.inner.extents(offset, length);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
+    return super.read(buf, offset);
   }
 }
 
@@ -85,7 +56,8 @@ function noZeroBlocks(content: Buffer): boolean {
 
 async function openDevice(fs: MemoryFileSystem | WatchedFileSystem, file: string) {
   const overlay = await OverlayFile.open(fs, file);
-  const below = overlay.header.parent.kind === 'none' ? null : await openSealed(fs, overlay.header.parent, overlay.path, overlay.header.blockSize);
+  const { parent: ref, size, blockSize } = overlay.header;
+  const below = ref.kind === 'none' ? null : new SealedChain(await openChain(fs, ref, overlay.path, blockSize), size, blockSize);
   const parent = below && new CountingDevice(below);
   return { dev: new OverlayDevice(overlay, parent, false), parent };
 }
@@ -172,7 +144,7 @@ describe('copy-on-write', () => {
     const ops = countOps(fs, chain.overlay);
     await dev.write(pattern(12, 4000), BS + 700);
     expect(ops.map((op) => op.op)).toEqual(['write']);
-    expect(dev.overlay.map.hasDirty()).toBe(false);
+    expect(dev.file.map.hasDirty()).toBe(false);
     await dev.close();
   });
 
@@ -180,7 +152,7 @@ describe('copy-on-write', () => {
     const { fs, dev, chain } = await setup({ subBlocks: 1 });
     const ops = countOps(fs, chain.overlay);
     await dev.write(pattern(13, 3 * BS), 2 * BS);
-    expect(ops.filter((op) => op.op === 'write' && (op.pos ?? 0) >= dev.overlay.header.dataOffset).length).toBe(1);
+    expect(ops.filter((op) => op.op === 'write' && (op.pos ?? 0) >= dev.file.header.dataOffset).length).toBe(1);
     await dev.close();
   });
 });
@@ -251,7 +223,7 @@ describe('zero and trim', () => {
     const fs = new MemoryFileSystem();
     const big = 2 * 1024 * 1024;
     const chain = await buildChain(fs, '/c', { depth: 2, base: 'raw', size: 3 * big, blockSize: big, subBlocks: 1, seed: 4 });
-    const dev = await openImage(chain.overlay, { fs });
+    const dev = (await openImage(chain.overlay, { fs })).device;
     const base = Buffer.alloc(3 * big, 0x5a);
     await dev.write(base, 0);
     await dev.zero(big + 100, 1536 * 1024);
@@ -290,7 +262,7 @@ describe('durability marks', () => {
     const { fs, dev, chain } = await setup();
     await dev.close();
     const before = fs.get(chain.overlay);
-    const ro = await openImage(chain.overlay, { fs, readOnly: true });
+    const ro = (await openImage(chain.overlay, { fs, readOnly: true })).device;
     await readAll(ro);
     await expect(ro.write(Buffer.from('x'), 0)).rejects.toMatchObject({ code: ErrorCode.READ_ONLY });
     await expect(ro.trim(0, BS)).rejects.toMatchObject({ code: ErrorCode.READ_ONLY });
@@ -308,7 +280,7 @@ describe('durability marks', () => {
       const { fs, dev, chain } = await setup();
       await act(dev);
       fs.crash();
-      const again = await openImage(chain.overlay, { fs });
+      const again = (await openImage(chain.overlay, { fs })).device;
       const back = await readAll(again, 3 * BS, BS);
       expect(back.every((b) => b === (name === 'write' ? 0x42 : 0))).toBe(true);
       await again.close();
@@ -319,7 +291,7 @@ describe('durability marks', () => {
     const { fs, dev, chain } = await setup();
     await dev.write(Buffer.alloc(BS, 0x42), 3 * BS);
     fs.crash();
-    const again = await openImage(chain.overlay, { fs });
+    const again = (await openImage(chain.overlay, { fs })).device;
     expect((await readAll(again)).equals(chain.content)).toBe(true);
     await again.close();
   });
@@ -335,7 +307,7 @@ describe('durability marks', () => {
     }
     await dev.flush();
     fs.crash();
-    const again = await openImage(chain.overlay, { fs });
+    const again = (await openImage(chain.overlay, { fs })).device;
     expect((await readAll(again)).equals(expected)).toBe(true);
     await again.close();
   });
@@ -349,7 +321,7 @@ describe('reads', () => {
     const watched = new WatchedFileSystem(fs);
     const { dev, parent } = await openDevice(watched, chain.overlay);
     await readAll(dev, BS, 3 * BS);
-    expect(watched.readsOf(chain.overlay, dev.overlay.header.dataOffset)).toHaveLength(1);
+    expect(watched.readsOf(chain.overlay, dev.file.header.dataOffset)).toHaveLength(1);
     expect(parent!.reads).toBe(0);
     await readAll(dev, 4 * BS, 4 * BS);
     expect(parent!.reads).toBe(1);

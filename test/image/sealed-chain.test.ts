@@ -61,7 +61,7 @@ async function readAll(dev: { size: number; read(b: Buffer, o: number): Promise<
 describe('resolution', () => {
   test('a 16-deep chain reads as its layers laid over each other', async () => {
     const built = await deepChain(16);
-    const dev = await openImage(built.top, { fs: built.fs });
+    const dev = (await openImage(built.top, { fs: built.fs })).device;
     expect(dev.chain).toHaveLength(16);
     expect((await readAll(dev)).equals(built.content)).toBe(true);
     await dev.close();
@@ -70,7 +70,7 @@ describe('resolution', () => {
   test("reading through a 16-deep chain touches each layer's table page at most once per page", async () => {
     const built = await deepChain(16);
     const fs = new WatchedFileSystem(built.fs);
-    const dev = await openImage(built.top, { fs });
+    const dev = (await openImage(built.top, { fs })).device;
     fs.forget();
     for (let pass = 0; pass < 3; pass++) {
       for (let b = 0; b < dev.size / BS; b += 3) await dev.read(Buffer.alloc(BS + 100), Math.min(b * BS + 50, dev.size - BS - 100));
@@ -89,7 +89,7 @@ describe('resolution', () => {
     for (const depth of [2, 16]) {
       const built = await deepChain(depth, 64, 5);
       const fs = new WatchedFileSystem(built.fs);
-      const dev = await openImage(built.top, { fs });
+      const dev = (await openImage(built.top, { fs })).device;
       await dev.read(Buffer.alloc(BS), 0);
       let reads = 0;
       for (let b = 0; b < 64; b++) {
@@ -112,7 +112,7 @@ describe('resolution', () => {
     const mid = await writeSnapshotLayer(fs, '/d/mid.snap', { size, blockSize: BS, parent: relativeTo('/d/mid.snap', base), blocks: new Map([[5, null]]) });
     await writeSnapshotLayer(fs, '/d/top.snap', { size, blockSize: BS, parent: relativeTo('/d/top.snap', mid), blocks: new Map([[2 * PAGE + 1, pattern(2, BS)]]) });
     const watched = new WatchedFileSystem(fs);
-    const dev = await openImage('/d/top.snap', { fs: watched });
+    const dev = (await openImage('/d/top.snap', { fs: watched })).device;
     watched.forget();
     await dev.read(Buffer.alloc(BS), PAGE * BS + 7 * BS);
     expect(watched.reads.map((r) => r.path)).toEqual(['/d/base.raw']);
@@ -126,7 +126,7 @@ describe('resolution', () => {
     for (let b = 2; b < 10; b++) blocks.set(b, pattern(3 * b, BS));
     await writeSnapshotLayer(fs, '/d/top.snap', { size, blockSize: BS, parent: { kind: 'none' }, blocks });
     const watched = new WatchedFileSystem(fs);
-    const dev = await openImage('/d/top.snap', { fs: watched });
+    const dev = (await openImage('/d/top.snap', { fs: watched })).device;
     await dev.read(Buffer.alloc(BS), 0);
     watched.forget();
     await dev.read(Buffer.alloc(8 * BS), 2 * BS);
@@ -157,7 +157,7 @@ describe('extents and writes', () => {
         [3, pattern(3, BS)],
       ]),
     });
-    const dev = await openImage('/d/top.snap', { fs });
+    const dev = (await openImage('/d/top.snap', { fs })).device;
     expect(await dev.extents(0, size)).toEqual([
       { offset: 0, length: BS, kind: 'data', layer: 1 },
       { offset: BS, length: BS, kind: 'zero', layer: 0 },
@@ -174,7 +174,7 @@ describe('extents and writes', () => {
 
   test('a sealed chain refuses write, zero and trim as READ_ONLY and says it cannot flush', async () => {
     const built = await deepChain(3, 8);
-    const dev = await openImage(built.top, { fs: built.fs });
+    const dev = (await openImage(built.top, { fs: built.fs })).device;
     expect(dev).toBeInstanceOf(SealedChain);
     expect(dev.capabilities.writable).toBe(false);
     await expect(dev.write(Buffer.alloc(1), 0)).rejects.toMatchObject({ code: ErrorCode.READ_ONLY });
@@ -185,7 +185,7 @@ describe('extents and writes', () => {
 
   test('a read or extents reaching past the end of the disk is OUT_OF_RANGE, not zeros', async () => {
     const built = await deepChain(3, 8);
-    const dev = await openImage(built.top, { fs: built.fs });
+    const dev = (await openImage(built.top, { fs: built.fs })).device;
     for (const offset of [dev.size - 1, dev.size, 2 ** 30]) {
       await expect(dev.read(Buffer.alloc(2), offset), `read at ${offset}`).rejects.toMatchObject({ code: ErrorCode.OUT_OF_RANGE });
       await expect(dev.extents(offset, 2), `extents at ${offset}`).rejects.toMatchObject({ code: ErrorCode.OUT_OF_RANGE });

@@ -18,7 +18,7 @@ let device: BlockDevice;
 
 beforeAll(async () => {
   chain = await makeChain();
-  device = await openImage(chain.overlay);
+  device = (await openImage(chain.overlay)).device;
   srv = await startServer([{ name: 'disk', device }]);
 });
 afterAll(async () => {
@@ -75,7 +75,7 @@ describe('qemu-io', () => {
     expect(flush).toHaveBeenCalled();
     flush.mockRestore();
     await srv.server.close();
-    const reopened = await openImage(chain.overlay, { readOnly: true });
+    const reopened = (await openImage(chain.overlay, { readOnly: true })).device;
     const buf = Buffer.alloc(K64);
     await reopened.read(buf, 24 * K64);
     await reopened.close();

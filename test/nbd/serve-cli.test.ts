@@ -106,7 +106,7 @@ time.sleep(60)`, s.uris[0]], { stdio: ['ignore', 'pipe', 'inherit'] });
     const overlay = await OverlayFile.open(realFileSystem, image, { readOnly: true });
     expect(overlay.header.dirty).toBe(false);
     await overlay.close();
-    const reopened = await openImage(image, { readOnly: true });
+    const reopened = (await openImage(image, { readOnly: true })).device;
     const buf = Buffer.alloc(65536);
     await reopened.read(buf, 65536);
     await reopened.close();

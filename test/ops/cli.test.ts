@@ -22,7 +22,7 @@ async function clone(name: string): Promise<string> {
   }
   const file = at(`${name}.cow`);
   expect((await cowdisk(['clone', at('base.snap'), file])).code).toBe(0);
-  const image = await openImage(file);
+  const image = (await openImage(file)).device;
   await image.zero(64 * KiB, 64 * KiB); // block 1 held random data
   await image.write(Buffer.alloc(8 * KiB, 0x5a), 3 * 64 * KiB + 4 * KiB); // block 3 held zeros
   await image.close();
@@ -132,7 +132,7 @@ describe('cowdisk lifecycle commands', () => {
 
   it('gc reports the space reclaimed; sealed layers and served overlays are refused with the reason', async () => {
     const vm = await clone('gc');
-    const image = await openImage(vm);
+    const image = (await openImage(vm)).device;
     await image.write(Buffer.alloc(256 * KiB), 10 * 64 * KiB);
     await image.close();
     const r = await cowdisk(['gc', vm]);

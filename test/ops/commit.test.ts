@@ -37,7 +37,7 @@ describe('commit', () => {
     const chain = await buildChain(fs, '/c', { depth: 5, base: 'snapshot', size: 40 * 4 * KiB, blockSize: 4 * KiB, seed: 9 });
     const model = new DiskModel(chain.content);
     await scribbleFile(fs, chain.overlay, model, new Random(3), 25);
-    const image = await openImage(chain.overlay, { fs, readOnly: true });
+    const image = (await openImage(chain.overlay, { fs, readOnly: true })).device;
     const baseIdentity = image.chain[4].identity;
     await image.close();
 

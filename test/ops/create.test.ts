@@ -18,8 +18,9 @@ describe('create', () => {
   test('an empty overlay of the given geometry reads as zeros and is all hole', async () => {
     const fs = new MemoryFileSystem();
     await createImage('/i/a.overlay', { size: 100_000, blockSize: 8192, subBlocks: 2, fs });
-    const image = await openImage('/i/a.overlay', { fs });
-    expect([image.kind, image.size, image.blockSize]).toEqual(['overlay', 100_000, 8192]);
+    const opened = await openImage('/i/a.overlay', { fs });
+    const image = opened.device;
+    expect([opened.kind, image.size, image.blockSize]).toEqual(['overlay', 100_000, 8192]);
     const back = Buffer.alloc(100_000, 1);
     await image.read(back, 0);
     expect(back.every((b) => b === 0)).toBe(true);
@@ -66,7 +67,7 @@ describe('clone', () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/i', { depth: 3, base: 'snapshot', size: 20 * 8192 + 1, blockSize: 8192, seed: 2 });
     await cloneImage(chain.sealed[0], '/i/second.overlay', { fs });
-    const image = await openImage('/i/second.overlay', { fs });
+    const image = (await openImage('/i/second.overlay', { fs })).device;
     expect(image.blockSize).toBe(8192);
     const back = Buffer.alloc(image.size);
     await image.read(back, 0);
@@ -85,7 +86,7 @@ describe('clone', () => {
     const raw = pattern(5, 300_001);
     await putFile(fs, '/i/base.raw', raw);
     await cloneImage('/i/base.raw', '/i/a.overlay', { fs, blockSize: 16384 });
-    const image = await openImage('/i/a.overlay', { fs });
+    const image = (await openImage('/i/a.overlay', { fs })).device;
     expect([image.size, image.blockSize]).toEqual([raw.length, 16384]);
     const back = Buffer.alloc(raw.length);
     await image.read(back, 0);
@@ -124,7 +125,7 @@ describe('clone', () => {
       const overlay = path.join(dir, 'clone.overlay');
       await cloneImage(base, overlay, { fs: new RealFileSystem() });
       expect(fsp.statSync(overlay).blocks * 512).toBeLessThan(64 * 1024);
-      const image = await openImage(overlay);
+      const image = (await openImage(overlay)).device;
       expect(image.size).toBe(100 * 2 ** 30);
       await image.close();
     } finally {

@@ -43,7 +43,7 @@ describe('diff', () => {
     await putFile(fs, '/d/base.raw', base);
     await importRaw('/d/base.raw', '/d/base.snap', { fs });
     await cloneImage('/d/base.snap', '/d/vm.cow', { fs });
-    const image = await openImage('/d/vm.cow', { fs });
+    const image = (await openImage('/d/vm.cow', { fs })).device;
     await image.write(pattern(4, 8 * KiB), 64 * KiB + 4 * KiB); // new data in block 1
     await image.write(base.subarray(2 * 64 * KiB, 3 * 64 * KiB), 2 * 64 * KiB); // block 2 rewritten as it was
     await image.zero(4 * 64 * KiB, 64 * KiB); // block 4 zeroed over data
@@ -100,10 +100,10 @@ describe('diff', () => {
     await putFile(fs, '/r/base.raw', base);
     await cloneImage('/r/base.raw', '/r/big.cow', { fs, blockSize: 64 * KiB });
     await cloneImage('/r/base.raw', '/r/small.cow', { fs, blockSize: 4 * KiB });
-    const small = await openImage('/r/small.cow', { fs });
+    const small = (await openImage('/r/small.cow', { fs })).device;
     await small.write(Buffer.alloc(4 * KiB, 0xcd), 100 * 4 * KiB); // 4 KiB block 100: inside 64 KiB block 6
     await small.close();
-    const big = await openImage('/r/big.cow', { fs });
+    const big = (await openImage('/r/big.cow', { fs })).device;
     await big.write(Buffer.alloc(4 * KiB, 0xef), 3 * 64 * KiB); // 64 KiB block 3: 4 KiB block 48
     await big.close();
 
@@ -136,7 +136,7 @@ describe('diff', () => {
   it('runs while the overlay is open for writing, and sees what was flushed', async () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/c', { depth: 2, base: 'snapshot', size: 16 * 4 * KiB, blockSize: 4 * KiB, seed: 4 });
-    const served = await openImage(chain.overlay, { fs });
+    const served = (await openImage(chain.overlay, { fs })).device;
     await served.write(Buffer.alloc(4 * KiB, 0xab), 8 * KiB);
     await served.flush();
     const result = await diffImage(chain.overlay, { fs });

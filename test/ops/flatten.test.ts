@@ -23,7 +23,7 @@ describe('flatten', () => {
 
         expect(result).toMatchObject({ kind: overlay ? 'overlay' : 'snapshot', depth });
         const flat = await openImage('/out/flat', { fs, readOnly: true });
-        expect(flat.chain.map((l) => l.path)).toEqual(['/out/flat']);
+        expect(flat.device.chain.map((l) => l.path)).toEqual(['/out/flat']);
         expect(flat.kind).toBe(overlay ? 'overlay' : 'snapshot');
         await flat.close();
         expectSameDisk(await readDisk(fs, '/out/flat'), model.bytes);
@@ -46,7 +46,7 @@ describe('flatten', () => {
   it('refuses an overlay open for writing elsewhere, and an output that exists', async () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/c', { depth: 2, base: 'snapshot', size: 64 * KiB, blockSize: 4 * KiB, seed: 1 });
-    const served = await openImage(chain.overlay, { fs });
+    const served = (await openImage(chain.overlay, { fs })).device;
     await expect(flattenImage(chain.overlay, '/c/flat.snap', { fs })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
     await served.close();
     expect(await fs.exists('/c/flat.snap')).toBe(false);

@@ -20,7 +20,7 @@ describe('gc', () => {
       const fs = where === 'memory' ? new MemoryFileSystem() : new RealFileSystem();
       try {
         const chain = await buildChain(fs, dir, { depth: 2, base: 'snapshot', size: 32 * 64 * KiB, blockSize: 64 * KiB, seed: 5 });
-        const image = await openImage(chain.overlay, { fs });
+        const image = (await openImage(chain.overlay, { fs })).device;
         await image.write(pattern(1, 64 * KiB), 0); // kept: data
         await image.write(Buffer.alloc(128 * KiB), 4 * 64 * KiB); // two blocks of stored zeros
         await image.write(Buffer.alloc(8 * KiB), 10 * 64 * KiB + 16 * KiB); // two stored zero sub-blocks
@@ -29,7 +29,7 @@ describe('gc', () => {
         // An orphan: bytes in the data region of a block the map leaves absent (a crash between
         // the data write and the map flush leaves exactly this).
         const overlay = await OverlayFile.open(fs, chain.overlay);
-        await overlay.file.write(pattern(2, 64 * KiB), overlay.dataPos(20));
+        await overlay.writeData(pattern(2, 64 * KiB), 20 * 64 * KiB);
         await overlay.file.sync();
         await overlay.close();
 
@@ -56,7 +56,7 @@ describe('gc', () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/g', { depth: 2, base: 'snapshot', size: 64 * KiB, blockSize: 4 * KiB, seed: 2 });
     await expect(gcImage(chain.sealed[0], { fs })).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
-    const served = await openImage(chain.overlay, { fs });
+    const served = (await openImage(chain.overlay, { fs })).device;
     await expect(gcImage(chain.overlay, { fs })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
     await served.close();
   });

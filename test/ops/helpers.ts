@@ -12,7 +12,7 @@ import { type Random, pattern } from '../helpers/engine-chain.js';
 
 /** The whole disk `file` presents, read through a fresh read-only open. */
 export async function readDisk(fs: FileSystem, file: string): Promise<Buffer> {
-  const image = await openImage(file, { fs, readOnly: true });
+  const image = (await openImage(file, { fs, readOnly: true })).device;
   try {
     const out = Buffer.alloc(image.size);
     await image.read(out, 0);
@@ -54,7 +54,7 @@ export async function scribble(device: BlockDevice, model: DiskModel, rng: Rando
 
 /** Opens `file` for writing, runs `count` random changes mirrored in `model`, closes it. */
 export async function scribbleFile(fs: FileSystem, file: string, model: DiskModel, rng: Random, count: number, window?: [number, number]): Promise<void> {
-  const image = await openImage(file, { fs });
+  const image = (await openImage(file, { fs })).device;
   try {
     await scribble(image, model, rng, count, window);
   } finally {
@@ -64,7 +64,7 @@ export async function scribbleFile(fs: FileSystem, file: string, model: DiskMode
 
 /** The paths of the layers of `file`'s chain, top first. */
 export async function chainPaths(fs: FileSystem, file: string): Promise<string[]> {
-  const image = await openImage(file, { fs, readOnly: true });
+  const image = (await openImage(file, { fs, readOnly: true })).device;
   try {
     return image.chain.map((l) => l.path);
   } finally {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { BlockKind } from '../../src/format/constants.js';
-import { SnapshotFile } from '../../src/format/snapshot.js';
+import { SnapshotFile } from '../../src/format/snapshot-reader.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { RealFileSystem } from '../../src/io/real-file.js';
 import { exportRaw } from '../../src/ops/export.js';
@@ -33,8 +33,8 @@ describe('import', () => {
     const fs = new MemoryFileSystem();
     const raw = mixedDisk(150, 777);
     await putFile(fs, '/i/disk.raw', raw);
-    const header = await importRaw('/i/disk.raw', '/i/disk.snap', { fs });
-    expect(header.size).toBe(raw.length);
+    const made = await importRaw('/i/disk.raw', '/i/disk.snap', { fs });
+    expect(made.size).toBe(raw.length);
     const snap = await SnapshotFile.open(fs, '/i/disk.snap');
     const page = await snap.page(0);
     if (!page) throw new Error('no table page');
@@ -43,7 +43,7 @@ describe('import', () => {
       expect(page.kinds[b] === BlockKind.ZERO, `block ${b}`).toBe(zero);
     }
     await snap.close();
-    const image = await openImage('/i/disk.snap', { fs });
+    const image = (await openImage('/i/disk.snap', { fs })).device;
     const back = Buffer.alloc(raw.length);
     await image.read(back, 0);
     expect(back.equals(raw)).toBe(true);
@@ -107,7 +107,7 @@ describe('export', () => {
   test('an overlay over a chain exports to exactly the bytes it reads', async () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/e', { depth: 4, base: 'snapshot', size: 40 * 4096 + 99, blockSize: 4096, seed: 12 });
-    const image = await openImage(chain.overlay, { fs });
+    const image = (await openImage(chain.overlay, { fs })).device;
     await image.write(pattern(1, 10_000), 5000);
     await image.zero(60_000, 20_000);
     const expected = Buffer.alloc(image.size);
@@ -121,7 +121,7 @@ describe('export', () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/e', { depth: 1, base: 'raw', size: 4096, blockSize: 4096, seed: 1 });
     await putFile(fs, '/e/out.raw', Buffer.from('keep'));
-    const image = await openImage(chain.overlay, { fs, readOnly: true });
+    const image = (await openImage(chain.overlay, { fs, readOnly: true })).device;
     await expect(exportRaw(image, '/e/out.raw', { fs })).rejects.toMatchObject({ code: ErrorCode.EXISTS });
     await image.close();
   });
@@ -143,7 +143,7 @@ describe('on real files', () => {
     const snapPath = path.join(dir, 'disk.snap');
     await importRaw(rawPath, snapPath, { fs: new RealFileSystem() });
     expect(fsp.statSync(snapPath).size).toBeLessThan(raw.length);
-    const image = await openImage(snapPath);
+    const image = (await openImage(snapPath)).device;
     const out = path.join(dir, 'out.raw');
     await exportRaw(image, out);
     await image.close();

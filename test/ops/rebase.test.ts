@@ -93,7 +93,7 @@ describe('rebase', () => {
     await expect(rebaseOverlay(chain.overlay, '/c/other.cow', { fs })).rejects.toMatchObject({ code: ErrorCode.NOT_SEALED });
     await expect(rebaseOverlay(chain.overlay, '/c/small.raw', { fs })).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
     await expect(rebaseOverlay(chain.overlay, '/c/big-blocks.snap', { fs, unsafe: true })).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
-    const served = await openImage(chain.overlay, { fs });
+    const served = (await openImage(chain.overlay, { fs })).device;
     await expect(rebaseOverlay(chain.overlay, '/c/same.raw', { fs })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
     await expect(rebaseOverlay(chain.overlay, '/c/same.raw', { fs, unsafe: true })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
     await served.close();

@@ -81,7 +81,7 @@ describe('lifecycle sequences', () => {
             expectSameDisk(await readDisk(fs, overlay), model.bytes);
           }
           await expectChecks(fs, overlay);
-          const image = await openImage(overlay, { fs, readOnly: true });
+          const image = (await openImage(overlay, { fs, readOnly: true })).device;
           expect(image.size).toBe(size);
           await image.close();
         },

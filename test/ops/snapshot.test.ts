@@ -4,13 +4,13 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { BlockKind } from '../../src/format/constants.js';
-import { SnapshotFile } from '../../src/format/snapshot.js';
+import { SnapshotFile } from '../../src/format/snapshot-reader.js';
 import type { BlockFile, FileSystem } from '../../src/io/file.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { RealFileSystem } from '../../src/io/real-file.js';
 import { cloneImage, createImage } from '../../src/ops/create.js';
-import { openImage } from '../../src/image/open.js';
-import { heldBlocks, layersOf } from '../../src/ops/layers.js';
+import { allLayers, openImage } from '../../src/image/open.js';
+import { heldBlocks } from '../../src/ops/layers.js';
 import { snapshotOverlay } from '../../src/ops/snapshot.js';
 import { Random, buildChain, pattern } from '../helpers/engine-chain.js';
 import { DiskModel } from '../helpers/model.js';
@@ -21,7 +21,8 @@ const KiB = 1024;
 async function overlayHolds(fs: FileSystem, file: string): Promise<number> {
   const image = await openImage(file, { fs, readOnly: true });
   try {
-    return (await heldBlocks([layersOf(image)[0]], Math.ceil(image.size / image.blockSize), image.blockSize)).size;
+    const { size, blockSize } = image.device;
+    return (await heldBlocks([allLayers(image)[0]], Math.ceil(size / blockSize), blockSize)).size;
   } finally {
     await image.close();
   }
@@ -55,7 +56,7 @@ describe('snapshot', () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/c', { depth: 2, base: 'snapshot', size: 8 * 64 * KiB, blockSize: 64 * KiB, seed: 7 });
     const model = new DiskModel(chain.content);
-    const image = await openImage(chain.overlay, { fs });
+    const image = (await openImage(chain.overlay, { fs })).device;
     const small = pattern(3, 4 * KiB);
     await image.write(small, 64 * KiB + 8 * KiB);
     model.write(small, 64 * KiB + 8 * KiB);
@@ -111,7 +112,7 @@ describe('snapshot', () => {
   it('refuses an overlay another writer has open (LOCKED), and anything that is not an overlay', async () => {
     const fs = new MemoryFileSystem();
     const chain = await buildChain(fs, '/c', { depth: 2, base: 'snapshot', size: 256 * KiB, blockSize: 64 * KiB, seed: 3 });
-    const served = await openImage(chain.overlay, { fs });
+    const served = (await openImage(chain.overlay, { fs })).device;
     await expect(snapshotOverlay(chain.overlay, undefined, { fs })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
     await served.close();
     await expect(snapshotOverlay(chain.sealed[0], undefined, { fs })).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
@@ -126,7 +127,7 @@ describe('snapshot', () => {
         const overlay = path.join(dir, `private-${mode.toString(8)}.cow`);
         await createImage(overlay, { size: 1024 * KiB, blockSize: 64 * KiB, fs });
         await fsp.chmod(overlay, mode);
-        const image = await openImage(overlay, { fs });
+        const image = (await openImage(overlay, { fs })).device;
         await image.write(pattern(mode, 64 * KiB), 0);
         await image.close();
         const result = await snapshotOverlay(overlay, undefined, { fs });
@@ -144,7 +145,7 @@ describe('snapshot', () => {
       const fs = new CountingFileSystem(new RealFileSystem());
       const overlay = path.join(dir, 'big.cow');
       await createImage(overlay, { size: 1024 ** 4, blockSize: 64 * KiB, fs });
-      const image = await openImage(overlay, { fs });
+      const image = (await openImage(overlay, { fs })).device;
       for (const at of [0, 3 * 1024 ** 3, 1024 ** 4 - 64 * KiB]) await image.write(pattern(at % 97, 64 * KiB), at);
       await image.close();
       fs.bytesRead = 0;

@@ -55,7 +55,7 @@ function sha256(file: string): string {
 
 /** The virtual disk an image presents, read through the engine into a flat file. */
 async function flatten(image: string, out: string): Promise<{ overlayBytes: number }> {
-  const device = await openImage(image, { readOnly: true });
+  const device = (await openImage(image, { readOnly: true })).device;
   try {
     const flat = Buffer.alloc(device.size);
     await device.read(flat, 0);
