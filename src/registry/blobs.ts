@@ -30,7 +30,7 @@ function blobName(session: Session, repository: string, digest: string): string 
 
 /** Whether the repository has the blob, and its size; undefined when it does not. */
 export function statBlob(session: Session, repository: string, digest: string): Promise<BlobInfo | undefined> {
-  const request = { method: 'HEAD' as const, url: session.url(blobPath(repository, digest)) };
+  const request = { method: 'HEAD' as const, url: blobPath(repository, digest) };
   return session.call(request, [pullScope(repository)], async (response, exchange) => {
     await response.body.dump();
     if (response.status === 404) return undefined;
@@ -47,7 +47,7 @@ export function statBlob(session: Session, repository: string, digest: string): 
  */
 export function readBlob(session: Session, repository: string, digest: string, limit: number): Promise<Buffer> {
   const what = blobName(session, repository, digest);
-  const request = { method: 'GET' as const, url: session.url(blobPath(repository, digest)) };
+  const request = { method: 'GET' as const, url: blobPath(repository, digest) };
   return session.call(request, [pullScope(repository)], async (response, exchange) => {
     if (response.status !== 200) throw await session.fault(response, exchange, what);
     const bytes = await readBody(response, limit, exchange);
@@ -65,7 +65,7 @@ export function readBlob(session: Session, repository: string, digest: string, l
  */
 export function openBlob(session: Session, repository: string, digest: string): Promise<{ size: number | undefined; stream: Readable }> {
   const what = blobName(session, repository, digest);
-  const request = { method: 'GET' as const, url: session.url(blobPath(repository, digest)) };
+  const request = { method: 'GET' as const, url: blobPath(repository, digest) };
   return session.call(request, [pullScope(repository)], async (response, exchange) => {
     if (response.status !== 200) throw await session.fault(response, exchange, what);
     const size = contentLength(response);
@@ -85,7 +85,7 @@ export async function readBlobRange(session: Session, repository: string, digest
   }
   const what = blobName(session, repository, digest);
   const last = offset + length - 1;
-  const request = { method: 'GET' as const, url: session.url(blobPath(repository, digest)), headers: { range: `bytes=${offset}-${last}` } };
+  const request = { method: 'GET' as const, url: blobPath(repository, digest), headers: { range: `bytes=${offset}-${last}` } };
   return session.call(request, [pullScope(repository)], async (response, exchange) => {
     if (response.status === 416) {
       await response.body.dump();

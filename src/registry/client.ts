@@ -52,7 +52,7 @@ export class RegistryClient {
   /** Checks the registry answers the distribution API (`GET /v2/`), authenticating if it asks. */
   ping(): Promise<void> {
     const session = this.session;
-    return session.call({ method: 'GET', url: session.url('/v2/') }, [], async (response, exchange) => {
+    return session.call({ method: 'GET', url: '/v2/' }, [], async (response, exchange) => {
       if (response.status !== 200) throw await session.fault(response, exchange, 'the registry API (/v2/)');
       await response.body.dump();
     });
@@ -103,9 +103,11 @@ export class RegistryClient {
     if (sources.length !== chain.layers.length || mismatch >= 0) {
       throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `pushChain: the blobs given are not the chain's layer files (${mismatch < 0 ? 'count differs' : `layer ${mismatch}`}).`);
     }
-    for (const source of sources) options.onBlob?.(source.digest, await this.pushBlob(repository, source, options));
-    const config = bufferBlobSource(encoded.config);
-    options.onBlob?.(config.digest, await this.pushBlob(repository, config));
+    for (const source of [...sources, bufferBlobSource(encoded.config)]) {
+      // Not `onBlob?.(digest, await push())`: optional chaining would skip the push with the call.
+      const outcome = await this.pushBlob(repository, source, options);
+      options.onBlob?.(source.digest, outcome);
+    }
     return this.putManifest(repository, tag, encoded.manifest, OCI_MANIFEST);
   }
 

@@ -62,6 +62,17 @@ function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/** An answer to a TLS hello that is not TLS: the server speaks plain HTTP. */
+function notTls(err: unknown): boolean {
+  const code = errorCode(err);
+  return code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number|packet length too long/i.test(String((err as Error)?.message));
+}
+
+/** Whether a failure (raw, or made a CowdiskError here) says the server speaks plain HTTP, not TLS. */
+export function speaksPlainHttp(err: unknown): boolean {
+  return notTls(err) || (err instanceof CowdiskError && err.code === ErrorCode.TLS && notTls(err.cause));
+}
+
 /** A network-level failure (nothing or only part of an answer came back) as a CowdiskError. */
 export function networkFault(err: unknown, exchange: Exchange): CowdiskError {
   if (err instanceof CowdiskError) return err;
@@ -76,7 +87,7 @@ export function networkFault(err: unknown, exchange: Exchange): CowdiskError {
       { cause: err },
     );
   }
-  if (code === 'EPROTO' || /wrong version number|packet length too long/i.test(String((err as Error)?.message))) {
+  if (notTls(err)) {
     return new CowdiskError(
       ErrorCode.TLS,
       `${exchange.url.host} did not answer TLS for ${target} (${detail}); if the registry speaks plain HTTP, use --plain-http.`,

@@ -52,7 +52,7 @@ function mediaTypeOf(contentType: string | undefined): string {
 /** The manifest at a tag or digest, with its digest; NOT_FOUND when there is none. */
 export function getManifest(session: Session, repository: string, reference: string): Promise<FetchedManifest> {
   const what = manifestName(session, repository, reference);
-  const request = { method: 'GET' as const, url: session.url(manifestPath(repository, reference)), headers: { accept: ACCEPT } };
+  const request = { method: 'GET' as const, url: manifestPath(repository, reference), headers: { accept: ACCEPT } };
   return session.call(request, [pullScope(repository)], async (response, exchange) => {
     if (response.status !== 200) throw await session.fault(response, exchange, what);
     const bytes = await readBody(response, MANIFEST_LIMIT, exchange);
@@ -66,7 +66,7 @@ export function getManifest(session: Session, repository: string, reference: str
 /** What a tag points at, without fetching the manifest (HEAD); NOT_FOUND when the tag is absent. */
 export async function resolveManifest(session: Session, repository: string, reference: string): Promise<ManifestInfo> {
   const what = manifestName(session, repository, reference);
-  const request = { method: 'HEAD' as const, url: session.url(manifestPath(repository, reference)), headers: { accept: ACCEPT } };
+  const request = { method: 'HEAD' as const, url: manifestPath(repository, reference), headers: { accept: ACCEPT } };
   const info = await session.call(request, [pullScope(repository)], async (response, exchange) => {
     if (response.status !== 200) throw await session.fault(response, exchange, what);
     await response.body.dump();
@@ -94,7 +94,7 @@ export function putManifest(session: Session, repository: string, reference: str
   }
   const request = {
     method: 'PUT' as const,
-    url: session.url(manifestPath(repository, reference)),
+    url: manifestPath(repository, reference),
     headers: { 'content-type': mediaType, 'content-length': String(bytes.length) },
     body: () => bytes,
   };

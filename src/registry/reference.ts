@@ -8,8 +8,9 @@
  * a digest `sha256:` and 64 lower-case hex digits. A reference with both (`repo:tag@sha256:...`)
  * is accepted as Docker accepts it: the digest is what is fetched, the tag is informative.
  *
- * The scheme is HTTPS unless the host is the machine itself (`localhost`, `127.0.0.1`, `[::1]`,
- * which Docker also treats as insecure registries) or the caller asks for plain HTTP.
+ * The scheme is HTTPS, unless the caller asks for plain HTTP, or the host is the machine itself
+ * (`localhost`, `127.0.0.1`, `[::1]`, which Docker also treats as insecure registries) and does
+ * not speak TLS.
  */
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { isDigest } from './digest.js';
@@ -120,11 +121,18 @@ export interface SchemeOptions {
   plainHttp?: boolean;
 }
 
-/** The origin requests go to: `http://` for the machine itself or when asked, `https://` otherwise. */
-export function registryOrigin(registry: string, options: SchemeOptions = {}): string {
+/**
+ * The origins to speak to a registry at, in order of preference. HTTPS, except with `plainHttp`;
+ * for the machine itself, HTTPS then plain HTTP, as Docker tries a registry it treats as
+ * insecure: the second is used only if the first does not speak TLS at all (a certificate that
+ * fails verification is an error, never a reason to fall back).
+ */
+export function registryOrigins(registry: string, options: SchemeOptions = {}): string[] {
   const { hostname } = parseHost(registry, registry);
-  const plain = options.plainHttp === true || LOOPBACK.has(hostname.toLowerCase());
-  return `${plain ? 'http' : 'https'}://${apiHost(registry)}`;
+  const host = apiHost(registry);
+  if (options.plainHttp === true) return [`http://${host}`];
+  if (LOOPBACK.has(hostname.toLowerCase())) return [`https://${host}`, `http://${host}`];
+  return [`https://${host}`];
 }
 
 /**

@@ -1,6 +1,8 @@
 /**
  * A conversation with one registry: where it is (scheme and origin), who we are to it
  * (credentials, tokens), and how hard to try. Every operation enters through `call`, which
+ * - settles the origin on first use: for the machine itself, HTTPS when it speaks TLS, plain
+ *   HTTP when it does not (`registryOrigins`);
  * - adds what the registry's authentication wants, answering a 401 once with fresh credentials;
  * - for GET and HEAD, retries network failures, 5xx and 429 with backoff (`retry.ts`), reading
  *   the answer inside the retry so a connection lost mid-body is retried too;
@@ -9,9 +11,9 @@
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { Authenticator } from './auth.js';
 import { Credentials, findCredentials, type CredentialLookup } from './credentials.js';
-import { networkFault, statusFault, type Exchange } from './faults.js';
+import { networkFault, speaksPlainHttp, statusFault, type Exchange } from './faults.js';
 import { discard, header, readBody, Transport, type HttpRequest, type HttpResponse, type Method, type TransportOptions } from './http.js';
-import { registryOrigin } from './reference.js';
+import { registryOrigins } from './reference.js';
 import { DEFAULT_RETRY, NO_RETRY, withRetries, type RetryPolicy } from './retry.js';
 
 export interface SessionOptions extends TransportOptions {
@@ -28,9 +30,13 @@ export interface SessionOptions extends TransportOptions {
 const ERROR_BODY_LIMIT = 64 * 1024;
 const IDEMPOTENT: ReadonlySet<Method> = new Set(['GET', 'HEAD']);
 
+/** A request as operations write it: `url` may be a path on the registry (`/v2/...`). */
+export type SessionRequest = Omit<HttpRequest, 'url'> & { url: URL | string };
+
 export class Session {
-  /** `http(s)://HOST[:PORT]`. */
-  readonly origin: string;
+  private readonly origins: string[];
+  /** The origin in use, once settled. */
+  private origin: Promise<string> | undefined;
   private readonly transport: Transport;
   private readonly auth: Authenticator;
   private readonly retry: RetryPolicy;
@@ -40,7 +46,7 @@ export class Session {
     readonly registry: string,
     options: SessionOptions = {},
   ) {
-    this.origin = registryOrigin(registry, options);
+    this.origins = registryOrigins(registry, options);
     this.transport = new Transport(registry, options);
     const lookup: CredentialLookup = options.credentials
       ? { credentials: options.credentials, source: 'the command line' }
@@ -49,9 +55,27 @@ export class Session {
     this.retry = options.retry ?? DEFAULT_RETRY;
   }
 
-  /** A URL on the registry: `path` starts with `/v2/`. */
-  url(path: string): URL {
-    return new URL(path, this.origin);
+  /**
+   * The origin to use: the only candidate, or the first that answers HTTP over its scheme. A
+   * failure to reach the registry at all is not settled, so the next call tries again.
+   */
+  private settleOrigin(): Promise<string> {
+    if (this.origins.length === 1) return Promise.resolve(this.origins[0]);
+    this.origin ??= (async () => {
+      const [preferred, fallback] = this.origins;
+      try {
+        const response = await this.transport.send({ method: 'GET', url: new URL('/v2/', preferred) });
+        await response.body.dump();
+        return preferred;
+      } catch (err) {
+        if (speaksPlainHttp(err)) return fallback;
+        throw err;
+      }
+    })().catch((err: unknown) => {
+      this.origin = undefined;
+      throw err;
+    });
+    return this.origin;
   }
 
   /**
@@ -59,10 +83,11 @@ export class Session {
    * judges the status (calling `fault` for the ones it does not expect) and reads what it needs.
    * Transient faults of idempotent requests are retried, `handle` included.
    */
-  call<T>(request: HttpRequest, scopes: string[], handle: (response: HttpResponse, exchange: Exchange) => Promise<T>): Promise<T> {
+  call<T>(request: SessionRequest, scopes: string[], handle: (response: HttpResponse, exchange: Exchange) => Promise<T>): Promise<T> {
     const policy = IDEMPOTENT.has(request.method) ? this.retry : NO_RETRY;
     return withRetries(policy, async () => {
-      const response = await this.authenticated(request, scopes);
+      const url = typeof request.url === 'string' ? new URL(request.url, await this.settleOrigin()) : request.url;
+      const response = await this.authenticated({ ...request, url }, scopes);
       const exchange: Exchange = { method: request.method, url: response.url, registry: this.registry };
       if (response.status >= 500 || response.status === 429) throw await this.fault(response, exchange, 'the request');
       try {

@@ -67,10 +67,9 @@ interface UploadSession {
   minChunk: number;
 }
 
-function uploadsUrl(session: Session, repository: string, query?: Record<string, string>): URL {
-  const url = session.url(`/v2/${repository}/blobs/uploads/`);
-  for (const [name, value] of Object.entries(query ?? {})) url.searchParams.set(name, value);
-  return url;
+function uploadsPath(repository: string, query?: Record<string, string>): string {
+  const search = new URLSearchParams(query).toString();
+  return `/v2/${repository}/blobs/uploads/${search ? `?${search}` : ''}`;
 }
 
 /** The `Location` of an answer, resolved against where the answer came from. */
@@ -82,7 +81,7 @@ function location(response: HttpResponse, exchange: Exchange): URL {
 
 async function startUpload(session: Session, repository: string, mount?: { mount: string; from: string }): Promise<UploadSession | 'mounted'> {
   const scopes = mount ? [pushScope(repository), pullScope(mount.from)] : [pushScope(repository)];
-  const request = { method: 'POST' as const, url: uploadsUrl(session, repository, mount), headers: { 'content-length': '0' } };
+  const request = { method: 'POST' as const, url: uploadsPath(repository, mount), headers: { 'content-length': '0' } };
   return session.call(request, scopes, async (response, exchange) => {
     if (mount && response.status === 201) {
       await response.body.dump();

@@ -8,7 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { bufferBlobSource, fileBlobSource } from '../../src/registry/blob-source.js';
-import { RegistryClient } from '../../src/registry/client.js';
+import type { RegistryClient } from '../../src/registry/client.js';
+import { testClient } from './clients.js';
 import { startProxy, type TestProxy } from './fault-proxy.js';
 import { startRegistry, type TestRegistry } from './registry-server.js';
 
@@ -20,7 +21,7 @@ let tmp: string;
 beforeAll(async () => {
   registry = await startRegistry();
   proxy = await startProxy(registry);
-  client = new RegistryClient(proxy.host, { retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 } });
+  client = testClient(proxy.host);
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cowdisk-blobs-'));
 });
 afterAll(async () => {

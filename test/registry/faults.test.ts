@@ -7,7 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { bufferBlobSource } from '../../src/registry/blob-source.js';
-import { RegistryClient } from '../../src/registry/client.js';
+import type { RegistryClient } from '../../src/registry/client.js';
+import { QUICK_RETRY, testClient } from './clients.js';
 import { blobGets, startProxy, type TestProxy } from './fault-proxy.js';
 import { startRegistry, type TestRegistry } from './registry-server.js';
 import { freePort } from './tools.js';
@@ -15,14 +16,13 @@ import { freePort } from './tools.js';
 let registry: TestRegistry;
 let proxy: TestProxy;
 let client: RegistryClient;
-const retry = { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 };
 const bytes = randomBytes(48 * 1024);
 const blob = bufferBlobSource(bytes);
 
 beforeAll(async () => {
   registry = await startRegistry();
   proxy = await startProxy(registry);
-  client = new RegistryClient(proxy.host, { retry });
+  client = testClient(proxy.host);
   await client.pushBlob('faults/blob', blob);
 });
 afterAll(async () => {
@@ -104,7 +104,7 @@ describe('damaged answers', () => {
 describe('a registry that stalls or is gone', () => {
   test('an answer slower than the timeout is retried, then fails, bounded', async () => {
     // undici checks this timeout about once a second, so the stall must outlast that.
-    const impatient = new RegistryClient(proxy.host, { retry: { ...retry, attempts: 2 }, idleTimeoutMs: 100 });
+    const impatient = testClient(proxy.host, { retry: { ...QUICK_RETRY, attempts: 2 }, idleTimeoutMs: 100 });
     try {
       proxy.faults = { delayMs: 2000 };
       await expect(impatient.statBlob('faults/blob', blob.digest)).rejects.toMatchObject({
@@ -125,11 +125,11 @@ describe('a registry that stalls or is gone', () => {
 
   test('a registry that is not there: an error naming it and what was tried', async () => {
     const port = await freePort();
-    const gone = new RegistryClient(`127.0.0.1:${port}`, { retry });
+    const gone = testClient(`127.0.0.1:${port}`);
     try {
       const err = await gone.ping().catch((e: unknown) => e);
       expect(err).toMatchObject({ code: 'COWDISK_E_REGISTRY' });
-      expect((err as Error).message).toContain(`registry 127.0.0.1:${port} is unreachable: GET http://127.0.0.1:${port}/v2/`);
+      expect((err as Error).message).toContain(`registry 127.0.0.1:${port} is unreachable: GET https://127.0.0.1:${port}/v2/`);
       expect((err as Error).message).toMatch(/ECONNREFUSED.*tried 3 times/);
     } finally {
       await gone.close();
