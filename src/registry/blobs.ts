@@ -8,7 +8,7 @@
  * range would be silently wrong data, so it is an error instead. (A range cannot be checked
  * against the blob's digest; the block digests inside the layer check it above this.)
  */
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { pullScope } from './auth.js';
 import { digestMismatch, sha256Digest, VerifyingStream } from './digest.js';
@@ -70,8 +70,10 @@ export function openBlob(session: Session, repository: string, digest: string): 
     if (response.status !== 200) throw await session.fault(response, exchange, what);
     const size = contentLength(response);
     const verifying = new VerifyingStream(what, digest, size);
-    response.body.on('error', (err) => verifying.destroy(err));
-    return { size, stream: response.body.pipe(verifying) };
+    // pipeline, not pipe: a consumer that stops early must free the connection, and a broken
+    // connection must fail the stream it reads.
+    pipeline(response.body, verifying, () => {});
+    return { size, stream: verifying };
   });
 }
 

@@ -55,6 +55,14 @@ const TRANSIENT_NETWORK = new Set([
   'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
 ]);
 
+/**
+ * A URL for messages: its query is left out, because a redirect to object storage carries a
+ * presigned signature there, which is a credential for as long as it lives.
+ */
+export function shownUrl(url: URL): string {
+  return `${url.origin}${url.pathname}${url.search ? '?…' : ''}`;
+}
+
 function errorCode(err: unknown): string | undefined {
   const e = err as { code?: unknown; cause?: { code?: unknown } };
   if (typeof e?.code === 'string' && !e.code.startsWith('COWDISK_E_')) return e.code;
@@ -78,7 +86,7 @@ export function networkFault(err: unknown, exchange: Exchange): CowdiskError {
   if (err instanceof CowdiskError) return err;
   const code = errorCode(err);
   const detail = code ?? (err as Error)?.message ?? String(err);
-  const target = `${exchange.method} ${exchange.url.href}`;
+  const target = `${exchange.method} ${shownUrl(exchange.url)}`;
   if (code !== undefined && TLS_TRUST.has(code)) {
     return new CowdiskError(
       ErrorCode.TLS,
@@ -94,7 +102,8 @@ export function networkFault(err: unknown, exchange: Exchange): CowdiskError {
       { cause: err },
     );
   }
-  const message = `registry ${exchange.registry} is unreachable: ${target} failed (${detail}). Check the address, and that the registry is running and reachable from here.`;
+  const who = exchange.url.host === exchange.registry ? `registry ${exchange.registry}` : `${exchange.url.host} (for registry ${exchange.registry})`;
+  const message = `${who} is unreachable: ${target} failed (${detail}). Check the address, and that the registry is running and reachable from here.`;
   if (code === 'ENOTFOUND') {
     return new CowdiskError(ErrorCode.REGISTRY, `registry ${exchange.registry}: the host ${exchange.url.hostname} does not resolve (${target}). Check the reference.`, { cause: err });
   }
@@ -137,7 +146,7 @@ function notFoundSentence(exchange: Exchange, what: string, errors: SpecError[])
 export function statusFault(status: number, headers: Record<string, unknown>, body: Buffer, exchange: Exchange, what: string): CowdiskError {
   const errors = parseSpecErrors(body);
   const said = errors.length ? ` (${errors.map((e) => (e.message ? `${e.code}: ${e.message}` : e.code)).join('; ')})` : '';
-  const target = `${exchange.method} ${exchange.url.href}`;
+  const target = `${exchange.method} ${shownUrl(exchange.url)}`;
   if (status === 404) return new CowdiskError(ErrorCode.NOT_FOUND, notFoundSentence(exchange, what, errors));
   if (status === 401 || status === 403) {
     return new CowdiskError(
@@ -155,5 +164,5 @@ export function statusFault(status: number, headers: Record<string, unknown>, bo
 
 /** A registry that broke the protocol in a way no retry fixes (a wrong Content-Range, a missing header). */
 export function protocolFault(exchange: Exchange, sentence: string): CowdiskError {
-  return new CowdiskError(ErrorCode.REGISTRY, `registry ${exchange.registry}: ${sentence} (${exchange.method} ${exchange.url.href}).`);
+  return new CowdiskError(ErrorCode.REGISTRY, `registry ${exchange.registry}: ${sentence} (${exchange.method} ${shownUrl(exchange.url)}).`);
 }

@@ -61,10 +61,22 @@ function readPem(path: string, what: string): string | undefined {
 /**
  * The CAs a registry's certificate may chain to: Node's bundled roots, the system bundle (where
  * an administrator adds a company CA), `NODE_EXTRA_CA_CERTS`, and the caller's `caFile`. Built
- * once per client: parsing a few hundred certificates per connection would cost more than the
- * request.
+ * once per CA file for the process: parsing a few hundred certificates per connection (or per
+ * client) would cost more than the request.
  */
+const contexts = new Map<string, SecureContext>();
+
 function secureContext(caFile: string | undefined): SecureContext {
+  const key = caFile ?? '';
+  let context = contexts.get(key);
+  if (context === undefined) {
+    context = buildSecureContext(caFile);
+    contexts.set(key, context);
+  }
+  return context;
+}
+
+function buildSecureContext(caFile: string | undefined): SecureContext {
   const ca: string[] = [...rootCertificates];
   for (const [path, what] of [
     [process.env.SSL_CERT_FILE ?? SYSTEM_BUNDLE, 'system'],

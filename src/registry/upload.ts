@@ -41,13 +41,14 @@ const MiB = 1024 * 1024;
 export async function pushBlob(session: Session, repository: string, source: BlobSource, options: PushBlobOptions = {}): Promise<PushOutcome> {
   if ((await statBlob(session, repository, source.digest)) !== undefined) return 'present';
   let upload: UploadSession | undefined;
-  for (const from of options.mountFrom ?? []) {
-    if (from === repository) continue;
+  const candidates = (options.mountFrom ?? []).filter((from) => from !== repository);
+  for (const [i, from] of candidates.entries()) {
     const answer = await startUpload(session, repository, { mount: source.digest, from });
     if (answer === 'mounted') return 'mounted';
-    upload = answer;
-    log('%s: mount of %s from %s refused, uploading', session.registry, source.digest, from);
-    break;
+    log('%s: mount of %s from %s refused', session.registry, source.digest, from);
+    // A refused mount opens an upload session: the last one is used, the others closed.
+    if (i < candidates.length - 1) await cancel(session, repository, answer.location);
+    else upload = answer;
   }
   upload ??= (await startUpload(session, repository)) as UploadSession;
   try {

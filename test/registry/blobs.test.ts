@@ -161,6 +161,16 @@ describe('cross-repository mount', () => {
     expect(requests('PUT')).toBe(1);
     expect((await client.readBlob('team/other', source.digest, bytes.length)).equals(bytes)).toBe(true);
   });
+
+
+  test('of several repositories to mount from, the first refusal is closed and the next one tried', async () => {
+    const source = bufferBlobSource(randomBytes(8 * KiB));
+    await client.pushBlob('team/holder', source);
+    proxy.reset();
+    expect(await client.pushBlob('team/target', source, { mountFrom: ['team/empty', 'team/holder'] })).toBe('mounted');
+    expect(proxy.log.map((r) => r.method)).toEqual(['HEAD', 'POST', 'DELETE', 'POST']);
+    expect(proxy.log.map((r) => r.status)).toEqual([404, 202, 204, 201]);
+  });
 });
 
 describe('absent blobs', () => {

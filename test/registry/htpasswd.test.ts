@@ -15,6 +15,7 @@ import { withClient } from './clients.js';
 import { blobGets, startProxy, type TestProxy } from './fault-proxy.js';
 import { startObjectStore, type TestObjectStore } from './object-store.js';
 import { startRegistry, type TestRegistry } from './registry-server.js';
+import { freePort } from './tools.js';
 
 let registry: TestRegistry;
 let proxy: TestProxy;
@@ -116,6 +117,17 @@ describe('redirects', () => {
     expect(redirected.map((r) => [r.status, r.headers.authorization?.startsWith('Basic ')])).toEqual([[307, true]]);
     expect(store.requests).toHaveLength(1);
     expect(store.requests[0].headers.authorization).toBeUndefined();
+  });
+
+  test('an error after a redirect to presigned storage does not show the signature', async () => {
+    const down = `http://127.0.0.1:${await freePort()}`;
+    proxy.faults = { redirect: { match: blobGets, to: () => `${down}/bucket/blob?X-Amz-Signature=s3cr3t-signature` } };
+    await withClient(proxy.host, { credentials: alice }, async (c) => {
+      const err = (await c.readBlob('private/disk', blob.digest, blob.size).catch((e: unknown) => e)) as Error;
+      expect(err).toMatchObject({ code: 'COWDISK_E_REGISTRY' });
+      expect(err.message).toContain(`GET ${down}/bucket/blob?… failed (ECONNREFUSED)`);
+      expect(err.message).not.toContain('s3cr3t');
+    });
   });
 
   test('a chain of redirects is bounded', async () => {
