@@ -9,6 +9,7 @@
  *   the chain between files ................ COWDISK_E_PARENT_MISSING, _PARENT_CHANGED, _NOT_SEALED
  *   the environment ........................ COWDISK_E_IO, _LOCKED, _UNSUPPORTED, ...
  *   the kernel's nbd devices (attach) ...... COWDISK_E_NO_NBD_DRIVER, _DEVICE_BUSY, _NOT_ATTACHED, _NOT_ROOT, _NO_NATIVE
+ *   a registry (push, pull, clone) ......... COWDISK_E_REGISTRY, _AUTH, _TLS, _NOT_COWDISK (and _NOT_FOUND, _CORRUPT)
  */
 
 export const ErrorCode = {
@@ -54,6 +55,14 @@ export const ErrorCode = {
   NOT_ROOT: 'COWDISK_E_NOT_ROOT',
   /** The native addon is not built or does not load; only `attach` / `detach` need it. */
   NO_NATIVE: 'COWDISK_E_NO_NATIVE',
+  /** A registry cannot be reached, or answered in a way the distribution spec does not allow. */
+  REGISTRY: 'COWDISK_E_REGISTRY',
+  /** A registry refused the credentials (or wants some and none were found): log in and try again. */
+  AUTH: 'COWDISK_E_AUTH',
+  /** The TLS connection to a registry failed: an untrusted certificate, or a registry that speaks plain HTTP. */
+  TLS: 'COWDISK_E_TLS',
+  /** The registry holds something at that reference, but not a cowdisk chain (a container image, another artifact). */
+  NOT_COWDISK: 'COWDISK_E_NOT_COWDISK',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
