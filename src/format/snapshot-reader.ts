@@ -15,6 +15,7 @@
  * range (`kinds`), the bytes of the blocks it stores (`read`), every block it holds with its
  * digest, in order (`forEachEntry`).
  */
+import { createHash } from 'node:crypto';
 import { uncompressSync } from 'lz4-napi';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import type { BlockFile, FileSystem } from '../io/file.js';
@@ -39,6 +40,7 @@ import {
 import { zlibCrc32 } from './crc.js';
 import { PageCache } from './page-cache.js';
 import { type SnapshotHeaderFields, decodeSnapshotHeader } from './header.js';
+import type { FileRange, SealedFile } from './sealed-file.js';
 
 /** One decoded table page: kinds, offsets and stored lengths of up to 1024 blocks. */
 export interface TablePage {
@@ -51,7 +53,8 @@ export interface TablePage {
 const MAX_CACHED_PAGES = 4096;
 const MAX_CACHED_BLOCKS = 32;
 
-export class SnapshotFile {
+export class SnapshotFile implements SealedFile {
+  readonly version = 1;
   readonly blocks: number;
   private readonly pages = new PageCache<TablePage>((index) => this.loadPage(index), MAX_CACHED_PAGES);
   private readonly decompressed = new Map<number, Buffer>();
@@ -244,20 +247,61 @@ export class SnapshotFile {
 
   /** Reads a table page and checks it; the raw bytes come back too (they hold the digests). */
   async readPageBytes(index: number): Promise<Buffer> {
-    const at = index * DIR_ENTRY_SIZE;
-    const offset = Number(this.directory.readBigUInt64LE(at + DirEntryField.PAGE_OFFSET));
-    const crc = this.directory.readUInt32LE(at + DirEntryField.PAGE_CRC);
-    if (offset < HEADER_SIZE || offset + TABLE_PAGE_SIZE > this.fileSize) {
-      throw this.damaged(`block table page ${index} lies outside the file`, index * TABLE_ENTRIES_PER_PAGE);
-    }
+    const { offset } = this.tableRange(index);
     const bytes = Buffer.alloc(TABLE_PAGE_SIZE);
     if ((await this.file.read(bytes, offset)) !== TABLE_PAGE_SIZE) {
       throw this.damaged(`block table page ${index} is cut short`, index * TABLE_ENTRIES_PER_PAGE);
     }
-    if (zlibCrc32(bytes) !== crc || bytes.readUInt32LE(TablePageField.MAGIC) !== TABLE_PAGE_MAGIC || bytes.readUInt32LE(TablePageField.PAGE_INDEX) !== index) {
+    this.checkTable(index, bytes);
+    return bytes;
+  }
+
+  directoryRange(): FileRange {
+    return { offset: this.header.dirOffset, length: this.header.dirPages * DIR_ENTRY_SIZE };
+  }
+
+  tableRanges(first: number, count: number): Array<FileRange & { index: number }> {
+    const out: Array<FileRange & { index: number }> = [];
+    for (let index = pageOf(first); index * TABLE_ENTRIES_PER_PAGE < first + count; index++) {
+      if (this.pageKind(index) === 'stored') out.push({ index, ...this.tableRange(index) });
+    }
+    return out;
+  }
+
+  /** Where stored table page `index` lies, checked against the file's bounds. */
+  private tableRange(index: number): FileRange {
+    const offset = Number(this.directory.readBigUInt64LE(index * DIR_ENTRY_SIZE + DirEntryField.PAGE_OFFSET));
+    if (offset < HEADER_SIZE || offset + TABLE_PAGE_SIZE > this.fileSize) {
+      throw this.damaged(`block table page ${index} lies outside the file`, index * TABLE_ENTRIES_PER_PAGE);
+    }
+    return { offset, length: TABLE_PAGE_SIZE };
+  }
+
+  checkTable(index: number, bytes: Buffer): void {
+    const crc = this.directory.readUInt32LE(index * DIR_ENTRY_SIZE + DirEntryField.PAGE_CRC);
+    const whole = bytes.length === TABLE_PAGE_SIZE;
+    if (!whole || zlibCrc32(bytes) !== crc || bytes.readUInt32LE(TablePageField.MAGIC) !== TABLE_PAGE_MAGIC || bytes.readUInt32LE(TablePageField.PAGE_INDEX) !== index) {
       throw this.damaged(`block table page ${index} fails its checksum`, index * TABLE_ENTRIES_PER_PAGE);
     }
-    return bytes;
+  }
+
+  async storedRange(block: number): Promise<FileRange | null> {
+    const page = await this.page(pageOf(block));
+    const slot = block % TABLE_ENTRIES_PER_PAGE;
+    if (!page || (page.kinds[slot] !== BlockKind.RAW && page.kinds[slot] !== BlockKind.LZ4)) return null;
+    return { offset: page.offsets[slot], length: page.lengths[slot] };
+  }
+
+  async checkStored(block: number, bytes: Buffer): Promise<void> {
+    const page = await this.page(pageOf(block));
+    const slot = block % TABLE_ENTRIES_PER_PAGE;
+    if (!page || bytes.length !== page.lengths[slot]) throw this.damaged(`block ${block} has the wrong stored length`, block);
+    // The digest sits in the table page, which is in the file by now (storedRange needed it).
+    const digest = Buffer.alloc(DIGEST_SIZE);
+    const at = this.tableRange(pageOf(block)).offset + TABLE_PAGE_HEADER + slot * TABLE_ENTRY_SIZE + TableEntryField.DIGEST;
+    if ((await this.file.read(digest, at)) !== DIGEST_SIZE) throw this.damaged(`the table entry of block ${block} is cut short`, block);
+    const data = page.kinds[slot] === BlockKind.LZ4 ? this.decompress(bytes, block) : bytes;
+    if (!createHash('sha256').update(data).digest().equals(digest)) throw this.damaged(`block ${block} does not match its SHA-256 digest`, block);
   }
 
   private async loadPage(index: number): Promise<TablePage> {

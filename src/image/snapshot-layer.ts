@@ -1,6 +1,6 @@
 /**
- * A snapshot file (format version 1) as a sealed layer of a chain: the engine's questions answered
- * from the file's directory, tables and blocks (format/snapshot-reader.ts).
+ * A snapshot file, of any format version, as a sealed layer of a chain: the engine's questions
+ * answered by the file's reader (format/sealed-file.ts) from its directory, tables and blocks.
  */
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
@@ -8,21 +8,23 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import { BlockKind } from '../format/constants.js';
 import type { ParentRef } from '../format/header.js';
 import { LayerDigest } from '../format/layer-digest.js';
-import type { SnapshotFile } from '../format/snapshot-reader.js';
+import type { SealedFile } from '../format/sealed-file.js';
 import { type AllocationRun, BlockState, type SealedLayer, type SealedLayerCounts, type VerifySink, runsOf } from './layer.js';
 
 export class SnapshotLayer implements SealedLayer {
   readonly kind = 'snapshot';
-  readonly version = 1;
+  constructor(private readonly file: SealedFile) {}
 
-  constructor(private readonly file: SnapshotFile) {}
+  get version(): number {
+    return this.file.version;
+  }
 
   get path(): string {
     return this.file.path;
   }
 
   get identity(): string {
-    return this.file.digest;
+    return `sha256:${this.file.header.layerDigest.toString('hex')}`;
   }
 
   get size(): number {
@@ -30,7 +32,7 @@ export class SnapshotLayer implements SealedLayer {
   }
 
   get blockSize(): number {
-    return this.file.blockSize;
+    return this.file.header.blockSize;
   }
 
   get createdNs(): bigint {

@@ -385,3 +385,47 @@ describe('writing', () => {
     });
   });
 });
+
+describe('range access (the contract a registry-backed cache reads through)', () => {
+  test('tableRanges and storedRange say where the pieces lie; checkTable and checkStored pass them, intact', async () => {
+    const { fs, blocks } = await written();
+    const snap = await reopen(fs);
+    const bytes = fs.get(FILE);
+    const tables = snap.tableRanges(0, snap.blocks);
+    expect(tables).toHaveLength(1);
+    const [table] = tables;
+    expect(table.index).toBe(0);
+    snap.checkTable(0, bytes.subarray(table.offset, table.offset + table.length));
+    const dir = snap.directoryRange();
+    expect(dir.offset + dir.length).toBe(bytes.length);
+    for (const [b, data] of blocks) {
+      const range = await snap.storedRange(b);
+      if (!data) {
+        expect(range, `zero block ${b}`).toBeNull();
+        continue;
+      }
+      expect(range).not.toBeNull();
+      await snap.checkStored(b, bytes.subarray(range!.offset, range!.offset + range!.length));
+    }
+    await snap.close();
+  });
+
+  test('a flipped byte in a table page or a stored block fails its check as CORRUPT, naming the block', async () => {
+    const { fs, blocks } = await written();
+    const snap = await reopen(fs);
+    const bytes = Buffer.from(fs.get(FILE));
+    const [table] = snap.tableRanges(0, snap.blocks);
+    const page = Buffer.from(bytes.subarray(table.offset, table.offset + table.length));
+    page[100] ^= 1;
+    expect(() => snap.checkTable(0, page)).toThrow(expect.objectContaining({ code: ErrorCode.CORRUPT, block: 0 }));
+    expect(() => snap.checkTable(0, page.subarray(1))).toThrow(expect.objectContaining({ code: ErrorCode.CORRUPT }));
+    for (const [b, data] of blocks) {
+      if (!data) continue;
+      const range = (await snap.storedRange(b))!;
+      const stored = Buffer.from(bytes.subarray(range.offset, range.offset + range.length));
+      stored[stored.length >> 1] ^= 0x40;
+      await expect(snap.checkStored(b, stored), `block ${b}`).rejects.toMatchObject({ code: ErrorCode.CORRUPT, block: b, path: FILE });
+    }
+    await snap.close();
+  });
+});
