@@ -142,6 +142,8 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     maxConnections,
     pollMicros,
     handshakeTimeout,
+    // Every cowdisk image is a chain, and QEMU's tools ask for its depths under this name.
+    allocationDepth: true,
   });
   // Signals are caught before listening, so a client that connects at once can never see the
   // process die without closing its images.

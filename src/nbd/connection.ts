@@ -28,6 +28,7 @@ import { debuglog } from 'node:util';
 import type { ExportConfig } from './exports.js';
 import { ReceiveBuffer } from './framing.js';
 import { Handshake, type HandshakeHost, type Session } from './handshake.js';
+import type { MetaContext } from './meta-context.js';
 import type { Poller } from './poller.js';
 import { ReplyWriter } from './reply-writer.js';
 import { Consumed, Transmission, type TransmissionHost } from './transmission.js';
@@ -44,6 +45,8 @@ const HANDSHAKE_BUFFERED = 1024 * 1024;
 export interface ConnectionOwner {
   findExport(name: string): ExportConfig | undefined;
   listExports(): readonly ExportConfig[];
+  /** The metadata contexts clients may list and select. */
+  readonly metaContexts: readonly MetaContext[];
   /** How long a closing connection may take to hand its last replies over before it is cut (ms). */
   readonly drainTimeout: number;
   /** How long a client may take to finish the handshake before it is cut (ms; 0: no limit). */
@@ -116,6 +119,10 @@ export class Connection implements HandshakeHost, TransmissionHost {
 
   listExports(): readonly ExportConfig[] {
     return this.owner.listExports();
+  }
+
+  get metaContexts(): readonly MetaContext[] {
+    return this.owner.metaContexts;
   }
 
   mayStart(): boolean {

@@ -47,6 +47,8 @@ export interface HandshakeHost {
   findExport(name: string): ExportConfig | undefined;
   /** Every export, for NBD_OPT_LIST. */
   listExports(): readonly ExportConfig[];
+  /** The metadata contexts a client may list and select. */
+  readonly metaContexts: readonly MetaContext[];
 }
 
 const MORE: HandshakeStep = { kind: 'more' };
@@ -200,9 +202,9 @@ export class Handshake {
       return MORE;
     }
     if (option === Opt.LIST_META_CONTEXT) {
-      for (const c of listContexts(queries)) send(R.metaContextReply(option, 0, c.name));
+      for (const c of listContexts(this.host.metaContexts, queries)) send(R.metaContextReply(option, 0, c.name));
     } else {
-      const contexts = selectContexts(queries);
+      const contexts = selectContexts(this.host.metaContexts, queries);
       this.selection = { export: exp, contexts };
       for (const c of contexts) send(R.metaContextReply(option, c.id, c.name));
     }

@@ -18,6 +18,7 @@ import { CowdiskError, ErrorCode } from '../errors.js';
 import { Limit } from './constants.js';
 import { Connection, type ConnectionOwner } from './connection.js';
 import type { ExportConfig } from './exports.js';
+import { offeredContexts, type MetaContext } from './meta-context.js';
 import { DEFAULT_POLL_US, Poller } from './poller.js';
 
 const debug = debuglog('nbd');
@@ -44,6 +45,11 @@ export interface NbdServerOptions {
    * (poller.ts; default 200, 0 never polls). The window adapts to the client below this.
    */
   pollMicros?: number;
+  /**
+   * Also offer QEMU's `qemu:allocation-depth` metadata context (meta-context.ts), as qemu-nbd does
+   * with `--allocation-depth`. Default false: `base:allocation` and `cowdisk:layer` only.
+   */
+  allocationDepth?: boolean;
 }
 
 /** Where to listen: a Unix socket path, or a TCP port (0 picks a free one) on `host` (default 127.0.0.1). */
@@ -68,6 +74,7 @@ export class NbdServer implements ConnectionOwner {
   readonly drainTimeout: number;
   readonly handshakeTimeout: number;
   readonly poller: Poller;
+  readonly metaContexts: readonly MetaContext[];
   private readonly maxConnections: number;
   private readonly listeners: Listener[] = [];
   private readonly connections = new Set<Connection>();
@@ -89,6 +96,7 @@ export class NbdServer implements ConnectionOwner {
     this.drainTimeout = options.drainTimeout ?? 10_000;
     this.handshakeTimeout = options.handshakeTimeout ?? 10_000;
     this.poller = new Poller(options.pollMicros ?? DEFAULT_POLL_US);
+    this.metaContexts = offeredContexts({ allocationDepth: options.allocationDepth });
   }
 
   /** Open connections (including ones still negotiating). */

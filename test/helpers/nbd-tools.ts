@@ -12,6 +12,7 @@ import * as path from 'node:path';
 const PACKAGES: Record<string, string> = {
   'qemu-img': 'qemu-utils',
   'qemu-io': 'qemu-utils',
+  'qemu-nbd': 'qemu-utils',
   nbdinfo: 'libnbd-bin',
   nbdcopy: 'libnbd-bin',
   nbdfuse: 'libnbd-bin',
