@@ -9,6 +9,8 @@
  *   the chain between files ................ COWDISK_E_PARENT_MISSING, _PARENT_CHANGED, _NOT_SEALED
  *   the environment ........................ COWDISK_E_IO, _LOCKED, _UNSUPPORTED, ...
  *   the kernel's nbd devices (attach) ...... COWDISK_E_NO_NBD_DRIVER, _DEVICE_BUSY, _NOT_ATTACHED, _NOT_ROOT, _NO_NATIVE
+ *   NBD over a network (serve) ............. COWDISK_E_TLS_CREDENTIALS, _INSECURE, and per refused client
+ *                                            COWDISK_E_TLS_HANDSHAKE, _TLS_REQUIRED
  */
 
 export const ErrorCode = {
@@ -54,6 +56,14 @@ export const ErrorCode = {
   NOT_ROOT: 'COWDISK_E_NOT_ROOT',
   /** The native addon is not built or does not load; only `attach` / `detach` need it. */
   NO_NATIVE: 'COWDISK_E_NO_NATIVE',
+  /** The TLS certificate directory or PSK file is missing, incomplete or unreadable as TLS credentials. */
+  TLS_CREDENTIALS: 'COWDISK_E_TLS_CREDENTIALS',
+  /** A listener on a non-loopback address without `--tls require` (plaintext to anyone who can reach it). */
+  INSECURE: 'COWDISK_E_INSECURE',
+  /** One client's TLS handshake failed (wrong key, untrusted or missing certificate, gone mid-handshake). */
+  TLS_HANDSHAKE: 'COWDISK_E_TLS_HANDSHAKE',
+  /** One client tried to negotiate without TLS on a server that requires it. */
+  TLS_REQUIRED: 'COWDISK_E_TLS_REQUIRED',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

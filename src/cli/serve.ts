@@ -14,13 +14,17 @@
  * Stopping: the first SIGINT / SIGTERM stops accepting connections, lets every in-flight request
  * finish, flushes and closes every image (clearing its dirty flag), and exits 0. A second signal
  * while that runs exits at once with 1.
+ *
+ * TLS: nbdkit's options and defaults, so that habits carry over: `--tls off|on|require`, and
+ * credentials alone mean `--tls on` (offered, not required). Each client refused for TLS reasons
+ * gets a line on stderr saying why; the server carries on.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { openImage, type Image } from '../image/open.js';
-import { NbdServer, type ListenOptions } from '../nbd/index.js';
+import { loadTlsCredentials, NbdServer, type ListenOptions, type TlsCredentials, type TlsMode } from '../nbd/index.js';
 import { DEFAULT_POLL_US } from '../nbd/poller.js';
 import { count } from './output.js';
 import { parseCount } from './size.js';
@@ -34,6 +38,10 @@ interface ServeCliOptions {
   maxConnections?: string;
   pollUs: string;
   handshakeTimeout: string;
+  tls?: TlsMode;
+  tlsCertificates?: string;
+  tlsPsk?: string;
+  tlsVerifyPeer?: boolean;
 }
 
 interface ExportArg {
@@ -58,6 +66,12 @@ export function register(program: Command): void {
       'after answering, keep polling for the next request up to this many microseconds (adapts to the client; 0 never polls: lowest CPU, higher latency)',
       String(DEFAULT_POLL_US),
     )
+    .addOption(
+      new Option('--tls <mode>', 'off: refuse STARTTLS; on: offer TLS; require: nothing but TLS (default: on with credentials, else off)').choices(['off', 'on', 'require']),
+    )
+    .addOption(new Option('--tls-certificates <dir>', 'x509 credentials: a directory with ca-cert.pem, server-cert.pem, server-key.pem (as qemu-nbd, nbdkit)').conflicts('tlsPsk'))
+    .option('--tls-psk <file>', 'pre-shared keys: identity:hexkey lines, as psktool -u NAME -p FILE writes them')
+    .addOption(new Option('--tls-verify-peer', 'require a client certificate signed by ca-cert.pem (with --tls-certificates)').conflicts('tlsPsk'))
     .addHelpText(
       'after',
       `
@@ -72,7 +86,11 @@ Examples:
   $ qemu-img info 'nbd+unix:///?socket=/home/me/vm1.sock'
 
   $ cowdisk serve --port 10809 --read-only base.snap web=web.cow db=db.cow
-  $ nbdinfo --list nbd://127.0.0.1:10809`,
+  $ nbdinfo --list nbd://127.0.0.1:10809
+
+  $ psktool -u alice -p keys.psk
+  $ cowdisk serve --tls require --tls-psk keys.psk --socket vm1.sock vm1.cow
+  $ nbdinfo 'nbds+unix://alice@/?socket=vm1.sock&tls-psk-file=keys.psk'`,
     )
     .action(async (image: string, more: string[], options: ServeCliOptions) => {
       const exportArgs = parseExports([image, ...more]);
@@ -80,7 +98,8 @@ Examples:
       const maxConnections = options.maxConnections === undefined ? undefined : parseCount(options.maxConnections, '--max-connections', 1);
       const pollMicros = parseCount(options.pollUs, '--poll-us', 0);
       const handshakeTimeout = parseCount(options.handshakeTimeout, '--handshake-timeout', 0) * 1000;
-      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout });
+      const tls = parseTls(options);
+      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, tls });
     });
 }
 
@@ -116,15 +135,29 @@ function parseListen(options: ServeCliOptions, firstName: string): ListenOptions
   return { socket: path.resolve(`${firstName}.sock`) };
 }
 
+/** The TLS credentials the options ask for, loaded and checked; undefined for --tls off. */
+function parseTls(options: ServeCliOptions): TlsCredentials | undefined {
+  const given = options.tlsCertificates !== undefined || options.tlsPsk !== undefined;
+  const mode = options.tls ?? (given ? 'on' : 'off');
+  if (mode === 'off') {
+    if (given || options.tlsVerifyPeer) {
+      throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--tls off with TLS credentials or --tls-verify-peer: drop them, or use --tls on or --tls require.');
+    }
+    return undefined;
+  }
+  return loadTlsCredentials({ mode, certificates: options.tlsCertificates, pskFile: options.tlsPsk, verifyPeer: options.tlsVerifyPeer });
+}
+
 interface ServeSettings {
   readOnly: boolean;
   maxConnections: number | undefined;
   pollMicros: number;
   /** Milliseconds; 0: no limit. */
   handshakeTimeout: number;
+  tls: TlsCredentials | undefined;
 }
 
-async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout }: ServeSettings): Promise<void> {
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, tls }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
     for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly }));
@@ -144,6 +177,8 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     handshakeTimeout,
     // Every cowdisk image is a chain, and QEMU's tools ask for its depths under this name.
     allocationDepth: true,
+    tls,
+    onClientRefused: (error) => process.stderr.write(`cowdisk: ${error.message} [${error.code}]\n`),
   });
   // Signals are caught before listening, so a client that connects at once can never see the
   // process die without closing its images.
@@ -172,7 +207,8 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     const uris = [server.uris('')[0], ...exportArgs.map((e) => server.uris(e.name)[0])];
     process.stdout.write(`${uris.join('\n')}\n`);
     const names = exportArgs.map((e, i) => `${e.name}${i === 0 ? ' (default)' : ''}`).join(', ');
-    process.stderr.write(`cowdisk: serving ${names} on ${server.addresses()[0]}${readOnly ? ', read-only' : ''}; Ctrl-C stops\n`);
+    const security = tls ? `, TLS ${tls.mode === 'require' ? 'required' : 'offered'} (${tls.description})` : '';
+    process.stderr.write(`cowdisk: serving ${names} on ${server.addresses()[0]}${readOnly ? ', read-only' : ''}${security}; Ctrl-C stops\n`);
     await stopped;
   } finally {
     process.off('SIGINT', stop);

@@ -4,3 +4,4 @@
  */
 export { NbdServer, type NbdServerOptions, type ListenOptions, type TransmissionOptions } from './server.js';
 export { transmissionFlags, blockSizes, isReadOnly, type ExportConfig, type BlockSizes, type FlagOptions } from './exports.js';
+export { loadTlsCredentials, parsePskFile, type TlsCredentials, type TlsMode, type TlsSettings } from './tls-credentials.js';

@@ -19,6 +19,7 @@ import { Limit } from './constants.js';
 import { Connection, type ConnectionOwner } from './connection.js';
 import type { ExportConfig } from './exports.js';
 import { offeredContexts, type MetaContext } from './meta-context.js';
+import type { TlsCredentials } from './tls-credentials.js';
 import { DEFAULT_POLL_US, Poller } from './poller.js';
 
 const debug = debuglog('nbd');
@@ -50,6 +51,17 @@ export interface NbdServerOptions {
    * with `--allocation-depth`. Default false: `base:allocation` and `cowdisk:layer` only.
    */
   allocationDepth?: boolean;
+  /**
+   * TLS (`loadTlsCredentials` in tls-credentials.ts): its mode says whether STARTTLS is offered
+   * (`on`) or required (`require`). Without it the server is in the spec's NOTLS mode.
+   */
+  tls?: TlsCredentials;
+  /**
+   * Called when a client is refused for TLS reasons (a failed TLS handshake: COWDISK_E_TLS_HANDSHAKE;
+   * a plaintext client where TLS is required: COWDISK_E_TLS_REQUIRED). The server carries on
+   * either way; this is for the log.
+   */
+  onClientRefused?: (error: CowdiskError) => void;
 }
 
 /** Where to listen: a Unix socket path, or a TCP port (0 picks a free one) on `host` (default 127.0.0.1). */
@@ -75,6 +87,8 @@ export class NbdServer implements ConnectionOwner {
   readonly handshakeTimeout: number;
   readonly poller: Poller;
   readonly metaContexts: readonly MetaContext[];
+  readonly tls: TlsCredentials | undefined;
+  private readonly onClientRefused: ((error: CowdiskError) => void) | undefined;
   private readonly maxConnections: number;
   private readonly listeners: Listener[] = [];
   private readonly connections = new Set<Connection>();
@@ -97,6 +111,8 @@ export class NbdServer implements ConnectionOwner {
     this.handshakeTimeout = options.handshakeTimeout ?? 10_000;
     this.poller = new Poller(options.pollMicros ?? DEFAULT_POLL_US);
     this.metaContexts = offeredContexts({ allocationDepth: options.allocationDepth });
+    this.tls = options.tls;
+    this.onClientRefused = options.onClientRefused;
   }
 
   /** Open connections (including ones still negotiating). */
@@ -114,6 +130,11 @@ export class NbdServer implements ConnectionOwner {
     return this.exports;
   }
 
+  clientRefused(error: CowdiskError): void {
+    debug('client refused: %s', error.message);
+    this.onClientRefused?.(error);
+  }
+
   /**
    * Starts listening; resolves with one NBD URI per export, in export order. A stale Unix socket
    * left by a server that is gone is replaced; a live one is an error.
@@ -128,12 +149,12 @@ export class NbdServer implements ConnectionOwner {
     if ('socket' in options) {
       const socketPath = path.resolve(options.socket);
       await listenUnix(server, socketPath);
-      listener = { server, closed: closedPromise(server), address: socketPath, socketPath, uri: (name) => unixUri(name, socketPath) };
+      listener = { server, closed: closedPromise(server), address: socketPath, socketPath, uri: (name) => unixUri(name, socketPath, this.tls?.mode === 'require') };
     } else {
       const host = options.host ?? '127.0.0.1';
       await listenTcp(server, options.port, host);
       const port = (server.address() as net.AddressInfo).port;
-      listener = { server, closed: closedPromise(server), address: `${host}:${port}`, uri: (name) => tcpUri(name, host, port) };
+      listener = { server, closed: closedPromise(server), address: `${host}:${port}`, uri: (name) => tcpUri(name, host, port, this.tls?.mode === 'require') };
     }
     this.listeners.push(listener);
     return this.exports.map((e) => listener.uri(e.name));
@@ -273,13 +294,16 @@ function listenError(err: NodeJS.ErrnoException, where: string): CowdiskError {
   return new CowdiskError(ErrorCode.IO, `Cannot listen on ${where} (${err.code ?? ''} ${err.message}).`, { cause: err });
 }
 
-/** nbd+unix:///NAME?socket=PATH, the form libnbd, qemu and nbdinfo accept. */
-export function unixUri(name: string, socketPath: string): string {
-  return `nbd+unix:///${encodeURIComponent(name)}?socket=${socketPath.split('/').map(encodeURIComponent).join('/')}`;
+/**
+ * nbd+unix:///NAME?socket=PATH, the form libnbd, qemu and nbdinfo accept; nbds+unix:// when the
+ * server requires TLS (libnbd's scheme for "TLS or nothing").
+ */
+export function unixUri(name: string, socketPath: string, tls = false): string {
+  return `${tls ? 'nbds' : 'nbd'}+unix:///${encodeURIComponent(name)}?socket=${socketPath.split('/').map(encodeURIComponent).join('/')}`;
 }
 
-/** nbd://HOST:PORT/NAME (IPv6 hosts in brackets). */
-export function tcpUri(name: string, host: string, port: number): string {
+/** nbd://HOST:PORT/NAME (IPv6 hosts in brackets); nbds:// when the server requires TLS. */
+export function tcpUri(name: string, host: string, port: number, tls = false): string {
   const h = host.includes(':') ? `[${host}]` : host;
-  return `nbd://${h}:${port}/${encodeURIComponent(name)}`;
+  return `${tls ? 'nbds' : 'nbd'}://${h}:${port}/${encodeURIComponent(name)}`;
 }

@@ -24,6 +24,8 @@ const PACKAGES: Record<string, string> = {
   'mkfs.ext4': 'e2fsprogs',
   e2fsck: 'e2fsprogs',
   debugfs: 'e2fsprogs',
+  certtool: 'gnutls-bin',
+  psktool: 'gnutls-bin',
 };
 
 /** The absolute path of `name`, or an error naming the package to install. */
