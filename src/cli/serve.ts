@@ -31,7 +31,9 @@ import { parseCount } from './size.js';
 
 interface ServeCliOptions {
   socket?: string;
+  socketMode?: string;
   port?: string;
+  insecureNoTls?: boolean;
   /** bind, pollUs and handshakeTimeout are always set: their options have defaults. */
   bind: string;
   readOnly?: boolean;
@@ -57,7 +59,9 @@ export function register(program: Command): void {
     .argument('[exports...]', 'more exports, as NAME=IMAGE')
     .option('-s, --socket <path>', 'listen on this Unix socket (default: $XDG_RUNTIME_DIR/cowdisk-NAME.sock, else ./NAME.sock)')
     .option('-p, --port <n>', 'listen on this TCP port instead of a Unix socket (0 picks a free one)')
-    .option('-b, --bind <address>', 'the address to listen on with --port', '127.0.0.1')
+    .option('--socket-mode <octal>', 'permissions of the Unix socket (default 0600: only its owner can connect)')
+    .option('-b, --bind <address>', 'the address to listen on with --port; beyond loopback only with --tls require or --insecure-no-tls', '127.0.0.1')
+    .option('--insecure-no-tls', 'allow --bind beyond loopback without --tls require, on a network you trust')
     .option('-r, --read-only', 'open every image read-only; clients get EPERM for writes')
     .option('--max-connections <n>', 'close connections beyond this many')
     .option('--handshake-timeout <seconds>', 'disconnect a client that has not finished negotiating in this long (0: no limit)', '10')
@@ -87,6 +91,9 @@ Examples:
 
   $ cowdisk serve --port 10809 --read-only base.snap web=web.cow db=db.cow
   $ nbdinfo --list nbd://127.0.0.1:10809
+
+  $ cowdisk serve --port 10809 --bind 0.0.0.0 --tls require --tls-certificates /etc/pki/cowdisk vm1.cow
+  $ nbdinfo 'nbds://server.example.com:10809/?tls-certificates=/etc/pki/libnbd'
 
   $ psktool -u alice -p keys.psk
   $ cowdisk serve --tls require --tls-psk keys.psk --socket vm1.sock vm1.cow
@@ -122,17 +129,27 @@ function parseExports(args: string[]): ExportArg[] {
 function parseListen(options: ServeCliOptions, firstName: string): ListenOptions {
   if (options.port !== undefined) {
     if (options.socket !== undefined) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, 'Use either --socket or --port, not both.');
+    if (options.socketMode !== undefined) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--socket-mode goes with a Unix socket, not --port.');
     const port = parseCount(options.port, '--port', 0);
     if (port > 65535) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--port must be at most 65535, not ${port}.`);
-    return { port, host: options.bind };
+    return { port, host: options.bind, insecure: options.insecureNoTls ?? false };
   }
-  if (options.bind !== '127.0.0.1') {
-    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--bind goes with --port; a Unix socket has no address.');
+  if (options.bind !== '127.0.0.1' || options.insecureNoTls) {
+    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--bind and --insecure-no-tls go with --port; a Unix socket has no address.');
   }
-  if (options.socket !== undefined) return { socket: path.resolve(options.socket) };
+  const mode = options.socketMode === undefined ? undefined : parseMode(options.socketMode);
+  if (options.socket !== undefined) return { socket: path.resolve(options.socket), mode };
   const runtime = process.env.XDG_RUNTIME_DIR;
-  if (runtime && fs.existsSync(runtime)) return { socket: path.join(runtime, `cowdisk-${firstName}.sock`) };
-  return { socket: path.resolve(`${firstName}.sock`) };
+  if (runtime && fs.existsSync(runtime)) return { socket: path.join(runtime, `cowdisk-${firstName}.sock`), mode };
+  return { socket: path.resolve(`${firstName}.sock`), mode };
+}
+
+/** An octal mode such as 0660 or 660: permission bits only. */
+function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) {
+    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--socket-mode ${text}: expected octal permission bits such as 0600 or 0660.`);
+  }
+  return Number.parseInt(text, 8);
 }
 
 /** The TLS credentials the options ask for, loaded and checked; undefined for --tls off. */

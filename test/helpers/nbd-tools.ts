@@ -26,6 +26,7 @@ const PACKAGES: Record<string, string> = {
   debugfs: 'e2fsprogs',
   certtool: 'gnutls-bin',
   psktool: 'gnutls-bin',
+  setpriv: 'util-linux',
 };
 
 /** The absolute path of `name`, or an error naming the package to install. */

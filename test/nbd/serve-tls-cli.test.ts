@@ -1,6 +1,8 @@
 /**
- * `cowdisk serve` with TLS, as a user runs it (needs dist/ built): what it prints and says, a
- * real client through it, the refusals on stderr, and the argument errors.
+ * `cowdisk serve` on a network, as a user runs it (needs dist/ built): TLS (what it prints and
+ * says, a real client through it, the refusals on stderr, the argument errors), the refusal of
+ * --bind beyond loopback without --tls require (asserted; nothing listens beyond loopback), and
+ * the Unix socket's mode.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -57,5 +59,45 @@ describe('cowdisk serve --tls', () => {
     expect(none.stderr).toMatch(/--tls require needs credentials: --tls-psk FILE .* or --tls-certificates DIR .*\[COWDISK_E_TLS_CREDENTIALS\]/);
     const bad = await cowdisk(['serve', chain.snapshot, ...sock, '--tls', 'sometimes']);
     expect(bad.code).toBe(2);
+  });
+});
+
+describe('cowdisk serve: who can reach it', () => {
+  test('--bind beyond loopback without --tls require is refused, naming --tls require and --insecure-no-tls; --tls on is not enough', async () => {
+    for (const extra of [[], ['--tls', 'on', '--tls-psk', pskFile]]) {
+      const r = await cowdisk(['serve', chain.snapshot, '--port', '0', '--bind', '0.0.0.0', ...extra]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/Refusing to serve on 0\.0\.0\.0 .*without TLS.*--tls require.*--insecure-no-tls.*\[COWDISK_E_INSECURE\]/);
+    }
+  });
+
+  test('--bind on another loopback address needs nothing more', async () => {
+    const s = await startServe([chain.snapshot, '--port', '0', '--bind', '127.0.0.2']);
+    try {
+      expect(s.uris[0]).toMatch(/^nbd:\/\/127\.0\.0\.2:\d+\/$/);
+      expect((await run('nbdinfo', ['--size', s.uris[0]])).stdout.trim()).toBe(String(chain.size));
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
+  test('the Unix socket is 0600 unless --socket-mode says otherwise', async () => {
+    for (const [args, mode] of [[[], 0o600], [['--socket-mode', '0660'], 0o660]] as [string[], number][]) {
+      const socket = path.join(chain.dir, `mode-${mode.toString(8)}.sock`);
+      const s = await startServe([chain.snapshot, '--socket', socket, ...args]);
+      try {
+        expect(fs.statSync(socket).mode & 0o777).toBe(mode);
+      } finally {
+        expect(await s.stop()).toBe(0);
+      }
+    }
+  });
+
+  test('argument errors: --socket-mode that is not octal bits or goes with --port, --insecure-no-tls without --port', async () => {
+    const sock = ['--socket', path.join(chain.dir, 'y.sock')];
+    for (const args of [[...sock, '--socket-mode', '999'], [...sock, '--socket-mode', '4755'], ['--port', '0', '--socket-mode', '0600'], [...sock, '--insecure-no-tls']]) {
+      const r = await cowdisk(['serve', chain.snapshot, ...args]);
+      expect(r.code, args.join(' ')).toBe(2);
+    }
   });
 });
