@@ -283,7 +283,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
           return;
         }
         secure.allowHalfOpen = true;
-        debug('connection %d: TLS started (%s)', this.id, secure.getProtocol());
+        debug('connection %d: TLS started (%s, %s)', this.id, secure.getProtocol(), secure.getCipher()?.name);
         this.socket = secure;
         this.writer = new ReplyWriter(secure);
         this.paused = false;
