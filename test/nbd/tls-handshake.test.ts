@@ -141,6 +141,14 @@ describe('--tls require (FORCEDTLS)', () => {
     c.close();
   });
 
+  test('a PSK session settles on AES-GCM even when the client would rather have ChaCha20', async () => {
+    const c = await fixedNewstyle(required);
+    expect((await ask(c, OPT.STARTTLS)).map((r) => r.type)).toEqual([REP.ACK]);
+    const secure = await c.startTls({ ...pskOptions(), ciphers: 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256' });
+    expect((secure.socket as tls.TLSSocket).getCipher().name).toBe('TLS_AES_128_GCM_SHA256');
+    secure.close();
+  });
+
   test('STARTTLS with data is NBD_REP_ERR_INVALID, not an upgrade', async () => {
     const c = await fixedNewstyle(required);
     expect((await ask(c, OPT.STARTTLS, Buffer.from('x'))).map((r) => r.type)).toEqual([REP_ERR.INVALID]);
