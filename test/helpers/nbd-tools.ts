@@ -27,6 +27,7 @@ const PACKAGES: Record<string, string> = {
   certtool: 'gnutls-bin',
   psktool: 'gnutls-bin',
   setpriv: 'util-linux',
+  cc: 'gcc',
 };
 
 /** The absolute path of `name`, or an error naming the package to install. */

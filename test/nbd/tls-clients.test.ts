@@ -9,8 +9,8 @@
  * server as a CowdiskError saying what went wrong, and cost that connection only: a client in
  * transmission on the same server is served before and after.
  *
- * fio is not among the clients: its nbd engine hands the URI to libnbd without
- * nbd_set_uri_allow_local_file, and libnbd then refuses `tls-psk-file` and `tls-certificates`.
+ * fio has a file of its own (fio-tls.test.ts): its nbd engine needs a shim before libnbd will
+ * read a URI's tls-psk-file.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

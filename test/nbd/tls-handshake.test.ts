@@ -165,6 +165,14 @@ describe('--tls on (TLS offered)', () => {
     c.close();
   });
 
+  test('a client without NBD_FLAG_C_FIXED_NEWSTYLE stays in NOTLS mode: STARTTLS is NBD_REP_ERR_POLICY', async () => {
+    const c = await fixedNewstyle(offered, 0);
+    const [reply] = await ask(c, OPT.STARTTLS);
+    expect(reply.type).toBe(REP_ERR.POLICY);
+    expect(reply.data.toString()).toMatch(/NBD_FLAG_C_FIXED_NEWSTYLE/);
+    c.close();
+  });
+
   test('what was negotiated before STARTTLS is forgotten: structured replies, and the contexts that need them', async () => {
     const c = await fixedNewstyle(offered);
     expect((await ask(c, OPT.STRUCTURED_REPLY)).map((r) => r.type)).toEqual([REP.ACK]);
