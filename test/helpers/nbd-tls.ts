@@ -1,7 +1,7 @@
 /**
  * TLS credentials made for a test by GnuTLS's own tools, as a user makes them (nbdkit-tls(1)):
- * `psktool` for PSK files, `certtool` for a CA, a server certificate for 127.0.0.1 / localhost
- * and client certificates. Directories follow the layouts the clients read: the server's is
+ * `psktool` for PSK files, `certtool` for a CA, a server certificate for 127.0.0.1 / localhost,
+ * client certificates and a revocation list. Directories follow the layouts the clients read: the server's is
  * qemu-nbd's and nbdkit's (ca-cert.pem, server-cert.pem, server-key.pem), a client's is libnbd's
  * and QEMU's (ca-cert.pem, client-cert.pem, client-key.pem), and QEMU's PSK directory holds
  * `keys.psk`. ECDSA keys: generating them takes milliseconds, RSA ones a third of a second each.
@@ -38,7 +38,7 @@ export async function makeCa(dir: string, cn = 'cowdisk test CA'): Promise<Ca> {
   fs.mkdirSync(dir, { recursive: true });
   const ca = { cert: path.join(dir, 'ca-cert.pem'), key: path.join(dir, 'ca-key.pem') };
   await privateKey(ca.key);
-  const info = template(dir, 'ca', [`cn = ${cn}`, 'ca', 'cert_signing_key', 'expiration_days = 2']);
+  const info = template(dir, 'ca', [`cn = ${cn}`, 'ca', 'cert_signing_key', 'crl_signing_key', 'expiration_days = 2']);
   await run('certtool', ['--generate-self-signed', '--load-privkey', ca.key, '--template', info, '--no-text', '--outfile', ca.cert]);
   return ca;
 }
@@ -67,4 +67,13 @@ export async function makeClientDir(dir: string, trusts: Ca, signedBy?: Ca): Pro
   if (signedBy) await issue(signedBy, dir, 'client', ['cn = cowdisk test client', 'tls_www_client']);
   fs.copyFileSync(trusts.cert, path.join(dir, 'ca-cert.pem'));
   return dir;
+}
+
+/** Revokes `cert` (signed by `ca`): writes the CA's revocation list into the server directory as ca-crl.pem. */
+export async function revoke(ca: Ca, cert: string, serverDir: string): Promise<void> {
+  const info = template(serverDir, 'crl', ['crl_next_update = 2', 'crl_number = 1']);
+  await run('certtool', [
+    '--generate-crl', '--load-ca-privkey', ca.key, '--load-ca-certificate', ca.cert, '--load-certificate', cert,
+    '--template', info, '--no-text', '--outfile', path.join(serverDir, 'ca-crl.pem'),
+  ]);
 }

@@ -20,7 +20,7 @@ import { cloneImage } from '../../src/image/create.js';
 import { openImage } from '../../src/image/open.js';
 import { loadTlsCredentials, NbdServer, parsePskFile, type TlsSettings } from '../../src/nbd/index.js';
 import { makeChain, MiB, type Chain } from '../helpers/nbd-images.js';
-import { makeCa, makeClientDir, makePsk, makeServerDir } from '../helpers/nbd-tls.js';
+import { makeCa, makeClientDir, makePsk, makeServerDir, revoke } from '../helpers/nbd-tls.js';
 import { python, run } from '../helpers/nbd-tools.js';
 import { encode, INFO, OPT, RawClient, REP } from '../helpers/nbd-wire.js';
 
@@ -109,6 +109,8 @@ beforeAll(async () => {
   const impostor = await makeCa(path.join(dir, 'impostor'));
   clients.foreign = await makeClientDir(path.join(dir, 'c-foreign'), ca, impostor);
   clients.distrust = await makeClientDir(path.join(dir, 'c-distrust'), other);
+  clients.revoked = await makeClientDir(path.join(dir, 'c-revoked'), ca, ca);
+  await revoke(ca, path.join(clients.revoked, 'client-cert.pem'), certificates);
   const second = path.join(dir, 'second.cow');
   await cloneImage(chain.snapshot, second);
   psk = await serve(chain.overlay, false, { mode: 'require', pskFile }, path.join(dir, 'psk.sock'));
@@ -255,6 +257,13 @@ except nbd.Error as e:
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/TLS fatal alert/);
     expect(await lastRefusal(verify)).toMatchObject({ code: 'COWDISK_E_TLS_HANDSHAKE', message: expect.stringMatching(/sent no certificate/) });
+    await stillServed(verify);
+  });
+
+  test('--tls-verify-peer: a client certificate revoked in ca-crl.pem is refused', async () => {
+    const r = await run('nbdinfo', [x509Uri(verify, 'revoked')], { allowFailure: true });
+    expect(r.code).not.toBe(0);
+    expect(await lastRefusal(verify)).toMatchObject({ code: 'COWDISK_E_TLS_HANDSHAKE', message: expect.stringMatching(/certificate is not accepted \(CERT_REVOKED\)/) });
     await stillServed(verify);
   });
 
