@@ -157,9 +157,10 @@ function parseTls(options: ServeCliOptions): TlsCredentials | undefined {
   const given = options.tlsCertificates !== undefined || options.tlsPsk !== undefined;
   const mode = options.tls ?? (given ? 'on' : 'off');
   if (mode === 'off') {
-    if (given || options.tlsVerifyPeer) {
+    if (options.tls === 'off' && (given || options.tlsVerifyPeer)) {
       throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--tls off with TLS credentials or --tls-verify-peer: drop them, or use --tls on or --tls require.');
     }
+    if (options.tlsVerifyPeer) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--tls-verify-peer goes with --tls-certificates DIR.');
     return undefined;
   }
   return loadTlsCredentials({ mode, certificates: options.tlsCertificates, pskFile: options.tlsPsk, verifyPeer: options.tlsVerifyPeer });

@@ -58,7 +58,7 @@ function handshakeError(err: Error & { code?: string; reason?: string }, secure:
     why = "the client does not trust this server's certificate: give the client ca-cert.pem, and a server certificate that names the host it connects to";
   } else if (/WRONG_VERSION_NUMBER|HTTP_REQUEST|UNKNOWN_PROTOCOL|wrong version number|unknown protocol/i.test(said)) {
     why = 'the client did not start TLS after NBD_OPT_STARTTLS was accepted';
-  } else if (/NO_SHARED_CIPHER|no shared cipher/i.test(said)) {
+  } else if (/NO_SHARED_CIPHER|NO_SUITABLE_SIGNATURE_ALGORITHM|no shared cipher|no suitable signature/i.test(said)) {
     why = credentials.kind === 'psk' ? 'the client offered no pre-shared key: this server authenticates clients with --tls-psk' : 'the client offered no cipher suite this server accepts';
   } else if (err.code === 'ECONNRESET' || /socket hang up|EPIPE/.test(said)) {
     why =

@@ -44,7 +44,7 @@ describe('cowdisk serve --tls', () => {
     }
   });
 
-  test('argument errors: both kinds of credentials, --tls-verify-peer with a PSK and --tls off with credentials are usage errors; --tls require without credentials says what to give', async () => {
+  test('argument errors: both kinds of credentials, --tls-verify-peer with a PSK or alone, and --tls off with credentials are usage errors; --tls require without credentials says what to give', async () => {
     const sock = ['--socket', path.join(chain.dir, 'x.sock')];
     const both = await cowdisk(['serve', chain.snapshot, ...sock, '--tls-psk', pskFile, '--tls-certificates', chain.dir]);
     expect(both.code).toBe(2);
@@ -54,6 +54,9 @@ describe('cowdisk serve --tls', () => {
     const off = await cowdisk(['serve', chain.snapshot, ...sock, '--tls', 'off', '--tls-psk', pskFile]);
     expect(off.code).toBe(2);
     expect(off.stderr).toMatch(/--tls off with TLS credentials/);
+    const alone = await cowdisk(['serve', chain.snapshot, ...sock, '--tls-verify-peer']);
+    expect(alone.code).toBe(2);
+    expect(alone.stderr).toMatch(/--tls-verify-peer goes with --tls-certificates DIR/);
     const none = await cowdisk(['serve', chain.snapshot, ...sock, '--tls', 'require']);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/--tls require needs credentials: --tls-psk FILE .* or --tls-certificates DIR .*\[COWDISK_E_TLS_CREDENTIALS\]/);

@@ -217,6 +217,25 @@ describe('clients that break the TLS rules cost their own connection only', () =
     await bystanderStillServed();
   });
 
+  test('a client that answers the ACK in plaintext is told apart from a TLS failure', async () => {
+    const c = await fixedNewstyle(required);
+    expect((await ask(c, OPT.STARTTLS)).map((r) => r.type)).toEqual([REP.ACK]);
+    await c.write(encode.option(OPT.GO, encode.infoRequest('disk')));
+    expect(await c.closedByServer()).toBe(true);
+    await settle(required, 1);
+    expect(refusals.pop()).toMatchObject({ code: 'COWDISK_E_TLS_HANDSHAKE', message: expect.stringMatching(/did not start TLS after NBD_OPT_STARTTLS/) });
+    await bystanderStillServed();
+  });
+
+  test('a client that offers no pre-shared key to a PSK server is told so', async () => {
+    const c = await fixedNewstyle(required);
+    expect((await ask(c, OPT.STARTTLS)).map((r) => r.type)).toEqual([REP.ACK]);
+    await expect(c.startTls({ checkServerIdentity: () => undefined, rejectUnauthorized: false })).rejects.toThrow();
+    await settle(required, 1);
+    expect(refusals.pop()).toMatchObject({ code: 'COWDISK_E_TLS_HANDSHAKE', message: expect.stringMatching(/offered no pre-shared key/) });
+    await bystanderStillServed();
+  });
+
   test('a wrong key fails the handshake on both sides; the server says which identity', async () => {
     const c = await fixedNewstyle(required);
     expect((await ask(c, OPT.STARTTLS)).map((r) => r.type)).toEqual([REP.ACK]);
