@@ -9,6 +9,7 @@ import { JOB_IDS, measuredSize } from './compare/jobs.mjs';
 import { renderText, targets } from './compare/report.mjs';
 import { TOOLS, compare, defaultDir } from './compare/run.mjs';
 import { stopAllServers } from './compare/server.mjs';
+import { printTlsComparison } from './compare/tls.mjs';
 
 const HELP = `Usage: node bench/compare.mjs [options]
 
@@ -28,6 +29,8 @@ Options:
   --wait-idle S   before each measurement, wait up to S seconds for other processes to use
                   under a quarter of a core (default 0: measure at once; the table says how
                   busy the machine was either way)
+  --tls           instead: each of cowdisk, qemu-nbd and nbdkit's cow filter (--tools picks)
+                  in plaintext and requiring TLS-PSK, 4 KiB QD16 and 1 MiB reads, TLS/plaintext
   -h, --help      this text
 
 Example: node bench/compare.mjs --reps 5
@@ -58,6 +61,7 @@ async function main() {
       'no-chain': { type: 'boolean', default: false },
       dir: { type: 'string', default: defaultDir },
       'wait-idle': { type: 'string', default: '0' },
+      tls: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -86,11 +90,17 @@ async function main() {
   process.on('SIGINT', stopOnSignal);
   process.on('SIGTERM', stopOnSignal);
 
+  const size = values.size === undefined ? (quick ? 64 * 2 ** 20 : 2 ** 30) : parseSize(values.size);
+  const progress = (/** @type {string} */ line) => process.stderr.write(`compare: ${line}\n`);
+  if (values.tls) {
+    const tools = list(values.tools);
+    return printTlsComparison({ reps, quick, size, tools, dir: values.dir ?? defaultDir, waitIdle, signal: abort.signal, json: values.json ?? false }, progress);
+  }
   const result = await compare(
     {
       reps,
       quick,
-      size: values.size === undefined ? (quick ? 64 * 2 ** 20 : 2 ** 30) : parseSize(values.size),
+      size,
       tools: list(values.tools),
       jobs,
       chain: !values['no-chain'],
@@ -98,7 +108,7 @@ async function main() {
       waitIdle,
       signal: abort.signal,
     },
-    (line) => process.stderr.write(`compare: ${line}\n`),
+    progress,
   );
   const command = ['node bench/compare.mjs', ...process.argv.slice(2)].join(' ');
   if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: targets(result) }, null, 2) + '\n');

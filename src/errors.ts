@@ -10,6 +10,8 @@
  *   the environment ........................ COWDISK_E_IO, _LOCKED, _UNSUPPORTED, ...
  *   the kernel's nbd devices (attach) ...... COWDISK_E_NO_NBD_DRIVER, _DEVICE_BUSY, _NOT_ATTACHED, _NOT_ROOT, _NO_NATIVE
  *   a registry (push, pull, clone) ......... COWDISK_E_REGISTRY, _AUTH, _TLS, _NOT_COWDISK (and _NOT_FOUND, _CORRUPT)
+ *   NBD over a network (serve) ............. COWDISK_E_TLS_CREDENTIALS, _INSECURE, and per refused client
+ *                                            COWDISK_E_TLS_HANDSHAKE, _TLS_REQUIRED
  */
 
 export const ErrorCode = {
@@ -63,6 +65,14 @@ export const ErrorCode = {
   TLS: 'COWDISK_E_TLS',
   /** The registry holds something at that reference, but not a cowdisk chain (a container image, another artifact). */
   NOT_COWDISK: 'COWDISK_E_NOT_COWDISK',
+  /** The TLS certificate directory or PSK file is missing, incomplete or unreadable as TLS credentials. */
+  TLS_CREDENTIALS: 'COWDISK_E_TLS_CREDENTIALS',
+  /** A listener on a non-loopback address without `--tls require` (plaintext to anyone who can reach it). */
+  INSECURE: 'COWDISK_E_INSECURE',
+  /** One client's TLS handshake failed (wrong key, untrusted or missing certificate, gone mid-handshake). */
+  TLS_HANDSHAKE: 'COWDISK_E_TLS_HANDSHAKE',
+  /** One client tried to negotiate without TLS on a server that requires it. */
+  TLS_REQUIRED: 'COWDISK_E_TLS_REQUIRED',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

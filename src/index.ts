@@ -21,7 +21,7 @@ export { diffImage, openDiff, diffRanges, type DiffOptions, type DiffRange, type
 export { diffFiles, type FileChange, type FileChangeKind } from './fsdiff/files.js';
 export { gcImage, type GcResult } from './ops/gc.js';
 export type { LifecycleOptions, SealResult } from './ops/seal.js';
-export { NbdServer, transmissionFlags, type NbdServerOptions, type ListenOptions, type ExportConfig } from './nbd/index.js';
+export { NbdServer, transmissionFlags, loadTlsCredentials, type NbdServerOptions, type ListenOptions, type ExportConfig, type TlsCredentials, type TlsMode } from './nbd/index.js';
 export { DEFAULT_POLL_US } from './nbd/poller.js';
 export { attach, Attachment, type AttachOptions } from './kernel/attach.js';
 export { detach, type DetachOptions, type DetachResult } from './kernel/detach.js';

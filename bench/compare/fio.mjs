@@ -78,12 +78,13 @@ export function fioArgs(pass, uri, outputPath) {
  * @param {FioPass} pass
  * @param {string} uri
  * @param {string} outputPath
+ * @param {Record<string, string>} [env]  added to fio's environment (tls.mjs preloads a shim)
  * @returns {Promise<Measurement>}
  */
-export async function runFio(pass, uri, outputPath) {
+export async function runFio(pass, uri, outputPath, env) {
   const args = fioArgs(pass, uri, outputPath);
   const stderr = await new Promise((resolve, reject) => {
-    const child = spawn('fio', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('fio', args, { stdio: ['ignore', 'ignore', 'pipe'], env: env && { ...process.env, ...env } });
     let err = '';
     child.stderr.on('data', (chunk) => (err += chunk));
     child.on('error', reject);

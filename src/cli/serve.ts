@@ -14,18 +14,24 @@
  * Stopping: the first SIGINT / SIGTERM stops accepting connections, lets every in-flight request
  * finish, flushes and closes every image (clearing its dirty flag), and exits 0. A second signal
  * while that runs exits at once with 1.
+ *
+ * TLS: nbdkit's options and defaults, so that habits carry over: `--tls off|on|require`, and
+ * credentials alone mean `--tls on` (offered, not required). Each client refused for TLS reasons
+ * gets a line on stderr saying why; the server carries on.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Command } from 'commander';
-import { CowdiskError, DEFAULT_POLL_US, ErrorCode, NbdServer, openImage, type Image, type ListenOptions } from '../index.js';
+import { Option, type Command } from 'commander';
+import { CowdiskError, DEFAULT_POLL_US, ErrorCode, loadTlsCredentials, NbdServer, openImage, type Image, type ListenOptions, type TlsCredentials, type TlsMode } from '../index.js';
 import { formatOption, type FormatCliValue } from './format-option.js';
 import { count } from './output.js';
 import { parseCount } from './size.js';
 
 interface ServeCliOptions {
   socket?: string;
+  socketMode?: string;
   port?: string;
+  insecureNoTls?: boolean;
   /** bind, pollUs and handshakeTimeout are always set: their options have defaults. */
   bind: string;
   readOnly?: boolean;
@@ -33,6 +39,10 @@ interface ServeCliOptions {
   format?: FormatCliValue;
   pollUs: string;
   handshakeTimeout: string;
+  tls?: TlsMode;
+  tlsCertificates?: string;
+  tlsPsk?: string;
+  tlsVerifyPeer?: boolean;
 }
 
 interface ExportArg {
@@ -48,7 +58,9 @@ export function register(program: Command): void {
     .argument('[exports...]', 'more exports, as NAME=IMAGE')
     .option('-s, --socket <path>', 'listen on this Unix socket (default: $XDG_RUNTIME_DIR/cowdisk-NAME.sock, else ./NAME.sock)')
     .option('-p, --port <n>', 'listen on this TCP port instead of a Unix socket (0 picks a free one)')
-    .option('-b, --bind <address>', 'the address to listen on with --port', '127.0.0.1')
+    .option('--socket-mode <octal>', 'permissions of the Unix socket (default 0600: only its owner can connect)')
+    .option('-b, --bind <address>', 'the address to listen on with --port; beyond loopback only with --tls require or --insecure-no-tls', '127.0.0.1')
+    .option('--insecure-no-tls', 'allow --bind beyond loopback without --tls require, on a network you trust')
     .option('-r, --read-only', 'open every image read-only; clients get EPERM for writes')
     .option('--max-connections <n>', 'close connections beyond this many')
     .addOption(formatOption('every IMAGE'))
@@ -58,6 +70,12 @@ export function register(program: Command): void {
       'after answering, keep polling for the next request up to this many microseconds (adapts to the client; 0 never polls: lowest CPU, higher latency)',
       String(DEFAULT_POLL_US),
     )
+    .addOption(
+      new Option('--tls <mode>', 'off: refuse STARTTLS; on: offer TLS; require: nothing but TLS (default: on with credentials, else off)').choices(['off', 'on', 'require']),
+    )
+    .addOption(new Option('--tls-certificates <dir>', 'x509 credentials: a directory with ca-cert.pem, server-cert.pem, server-key.pem (as qemu-nbd, nbdkit)').conflicts('tlsPsk'))
+    .option('--tls-psk <file>', 'pre-shared keys: identity:hexkey lines, as psktool -u NAME -p FILE writes them')
+    .addOption(new Option('--tls-verify-peer', 'require a client certificate signed by ca-cert.pem (with --tls-certificates)').conflicts('tlsPsk'))
     .addHelpText(
       'after',
       `
@@ -72,7 +90,14 @@ Examples:
   $ qemu-img info 'nbd+unix:///?socket=/home/me/vm1.sock'
 
   $ cowdisk serve --port 10809 --read-only base.snap web=web.cow db=db.cow
-  $ nbdinfo --list nbd://127.0.0.1:10809`,
+  $ nbdinfo --list nbd://127.0.0.1:10809
+
+  $ cowdisk serve --port 10809 --bind 0.0.0.0 --tls require --tls-certificates /etc/pki/cowdisk vm1.cow
+  $ nbdinfo 'nbds://server.example.com:10809/?tls-certificates=/etc/pki/libnbd'
+
+  $ psktool -u alice -p keys.psk
+  $ cowdisk serve --tls require --tls-psk keys.psk --socket vm1.sock vm1.cow
+  $ nbdinfo 'nbds+unix://alice@/?socket=vm1.sock&tls-psk-file=keys.psk'`,
     )
     .action(async (image: string, more: string[], options: ServeCliOptions) => {
       const exportArgs = parseExports([image, ...more]);
@@ -80,7 +105,8 @@ Examples:
       const maxConnections = options.maxConnections === undefined ? undefined : parseCount(options.maxConnections, '--max-connections', 1);
       const pollMicros = parseCount(options.pollUs, '--poll-us', 0);
       const handshakeTimeout = parseCount(options.handshakeTimeout, '--handshake-timeout', 0) * 1000;
-      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, format: options.format });
+      const tls = parseTls(options);
+      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, tls, format: options.format });
     });
 }
 
@@ -103,17 +129,41 @@ function parseExports(args: string[]): ExportArg[] {
 function parseListen(options: ServeCliOptions, firstName: string): ListenOptions {
   if (options.port !== undefined) {
     if (options.socket !== undefined) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, 'Use either --socket or --port, not both.');
+    if (options.socketMode !== undefined) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--socket-mode goes with a Unix socket, not --port.');
     const port = parseCount(options.port, '--port', 0);
     if (port > 65535) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--port must be at most 65535, not ${port}.`);
-    return { port, host: options.bind };
+    return { port, host: options.bind, insecure: options.insecureNoTls ?? false };
   }
-  if (options.bind !== '127.0.0.1') {
-    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--bind goes with --port; a Unix socket has no address.');
+  if (options.bind !== '127.0.0.1' || options.insecureNoTls) {
+    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--bind and --insecure-no-tls go with --port; a Unix socket has no address.');
   }
-  if (options.socket !== undefined) return { socket: path.resolve(options.socket) };
+  const mode = options.socketMode === undefined ? undefined : parseMode(options.socketMode);
+  if (options.socket !== undefined) return { socket: path.resolve(options.socket), mode };
   const runtime = process.env.XDG_RUNTIME_DIR;
-  if (runtime && fs.existsSync(runtime)) return { socket: path.join(runtime, `cowdisk-${firstName}.sock`) };
-  return { socket: path.resolve(`${firstName}.sock`) };
+  if (runtime && fs.existsSync(runtime)) return { socket: path.join(runtime, `cowdisk-${firstName}.sock`), mode };
+  return { socket: path.resolve(`${firstName}.sock`), mode };
+}
+
+/** An octal mode such as 0660 or 660: permission bits only. */
+function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) {
+    throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `--socket-mode ${text}: expected octal permission bits such as 0600 or 0660.`);
+  }
+  return Number.parseInt(text, 8);
+}
+
+/** The TLS credentials the options ask for, loaded and checked; undefined for --tls off. */
+function parseTls(options: ServeCliOptions): TlsCredentials | undefined {
+  const given = options.tlsCertificates !== undefined || options.tlsPsk !== undefined;
+  const mode = options.tls ?? (given ? 'on' : 'off');
+  if (mode === 'off') {
+    if (options.tls === 'off' && (given || options.tlsVerifyPeer)) {
+      throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--tls off with TLS credentials or --tls-verify-peer: drop them, or use --tls on or --tls require.');
+    }
+    if (options.tlsVerifyPeer) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, '--tls-verify-peer goes with --tls-certificates DIR.');
+    return undefined;
+  }
+  return loadTlsCredentials({ mode, certificates: options.tlsCertificates, pskFile: options.tlsPsk, verifyPeer: options.tlsVerifyPeer });
 }
 
 interface ServeSettings {
@@ -122,10 +172,11 @@ interface ServeSettings {
   pollMicros: number;
   /** Milliseconds; 0: no limit. */
   handshakeTimeout: number;
+  tls: TlsCredentials | undefined;
   format: FormatCliValue;
 }
 
-async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, format }: ServeSettings): Promise<void> {
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, tls, format }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
     for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly, format }));
@@ -143,6 +194,10 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     maxConnections,
     pollMicros,
     handshakeTimeout,
+    // Every cowdisk image is a chain, and QEMU's tools ask for its depths under this name.
+    allocationDepth: true,
+    tls,
+    onClientRefused: (error) => process.stderr.write(`cowdisk: ${error.message} [${error.code}]\n`),
   });
   // Signals are caught before listening, so a client that connects at once can never see the
   // process die without closing its images.
@@ -171,7 +226,8 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     const uris = [server.uris('')[0], ...exportArgs.map((e) => server.uris(e.name)[0])];
     process.stdout.write(`${uris.join('\n')}\n`);
     const names = exportArgs.map((e, i) => `${e.name}${i === 0 ? ' (default)' : ''}`).join(', ');
-    process.stderr.write(`cowdisk: serving ${names} on ${server.addresses()[0]}${readOnly ? ', read-only' : ''}; Ctrl-C stops\n`);
+    const security = tls ? `, TLS ${tls.mode === 'require' ? 'required' : 'offered'} (${tls.description})` : '';
+    process.stderr.write(`cowdisk: serving ${names} on ${server.addresses()[0]}${readOnly ? ', read-only' : ''}${security}; Ctrl-C stops\n`);
     await stopped;
   } finally {
     process.off('SIGINT', stop);

@@ -22,14 +22,26 @@
  * within the owner's handshake timeout is cut off too.
  * `done` resolves when the socket is closed and no request is in flight, which is what the server
  * waits for before it closes the devices.
+ *
+ * TLS: after the handshake acknowledges NBD_OPT_STARTTLS, the connection stops listening to the
+ * plain socket, lets node:tls take it over (tls-session.ts), and from then on reads, writes and
+ * pauses the TLS socket instead; the plain socket's 'close' stays the one sign that the
+ * connection is gone, since closing either closes both. Bytes the client sent after STARTTLS but
+ * before its TLS handshake would be neither NBD nor TLS, so they close the connection. A failed
+ * TLS handshake, like a plaintext client refused by a server that requires TLS, costs this
+ * connection only and is reported to the owner (`clientRefused`) once, as a CowdiskError.
  */
 import type { Socket } from 'node:net';
 import { debuglog } from 'node:util';
+import { CowdiskError, ErrorCode, isCowdiskError } from '../errors.js';
 import type { ExportConfig } from './exports.js';
 import { ReceiveBuffer } from './framing.js';
 import { Handshake, type HandshakeHost, type Session } from './handshake.js';
+import type { MetaContext } from './meta-context.js';
 import type { Poller } from './poller.js';
 import { ReplyWriter } from './reply-writer.js';
+import type { TlsCredentials, TlsMode } from './tls-credentials.js';
+import { startTls } from './tls-session.js';
 import { Consumed, Transmission, type TransmissionHost } from './transmission.js';
 
 const debug = debuglog('nbd');
@@ -44,19 +56,26 @@ const HANDSHAKE_BUFFERED = 1024 * 1024;
 export interface ConnectionOwner {
   findExport(name: string): ExportConfig | undefined;
   listExports(): readonly ExportConfig[];
+  /** The metadata contexts clients may list and select. */
+  readonly metaContexts: readonly MetaContext[];
   /** How long a closing connection may take to hand its last replies over before it is cut (ms). */
   readonly drainTimeout: number;
   /** How long a client may take to finish the handshake before it is cut (ms; 0: no limit). */
   readonly handshakeTimeout?: number;
   /** Keeps the event loop awake between a reply and the next request (poller.ts). */
   readonly poller?: Poller;
+  /** TLS credentials and mode; none: STARTTLS is refused. */
+  readonly tls?: TlsCredentials;
+  /** A client was refused: its TLS handshake failed, or it would not start TLS where it is required. */
+  clientRefused?(error: CowdiskError): void;
 }
 
 let nextId = 1;
 
 export class Connection implements HandshakeHost, TransmissionHost {
   readonly id = nextId++;
-  readonly writer: ReplyWriter;
+  /** Replies go through this; replaced when TLS starts. */
+  writer: ReplyWriter;
   /** Resolves when the socket is closed and nothing is in flight. Never rejects. */
   readonly done: Promise<void>;
 
@@ -68,28 +87,28 @@ export class Connection implements HandshakeHost, TransmissionHost {
   private paused = false;
   private pumping = false;
   private closed = false;
+  /** The TLS handshake is running: nothing is read or parsed meanwhile. */
+  private upgrading = false;
+  /** The server cut the connection (`destroy`), as opposed to the client leaving. */
+  private cut = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private resolveDone!: () => void;
+  /** The socket in use: the one accepted, or the TLS socket over it once TLS runs. */
+  private socket: Socket;
 
   constructor(
     private readonly owner: ConnectionOwner,
-    private readonly socket: Socket,
+    plain: Socket,
     session?: Session,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
-    this.writer = new ReplyWriter(socket);
+    this.socket = plain;
+    this.writer = new ReplyWriter(plain);
     // Replies to requests already received must still go out after the client half-closes.
-    socket.allowHalfOpen = true;
-    if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      owner.poller?.arrived();
-      this.rx.push(chunk);
-      this.pump();
-    });
-    socket.on('end', () => this.inputEnded());
-    socket.on('drain', () => this.pump());
-    socket.on('error', (err) => debug('connection %d: %s', this.id, err.message));
-    socket.on('close', () => this.socketClosed());
+    plain.allowHalfOpen = true;
+    if (typeof plain.setNoDelay === 'function') plain.setNoDelay(true);
+    this.listen(plain);
+    plain.on('close', () => this.socketClosed());
     if (session) {
       this.transmission = new Transmission(this, session);
     } else {
@@ -100,7 +119,13 @@ export class Connection implements HandshakeHost, TransmissionHost {
       const limit = Math.min(owner.handshakeTimeout ?? 0, 2 ** 31 - 1); // setTimeout's own limit
       if (limit > 0) {
         this.handshakeTimer = setTimeout(() => {
-          if (this.handshake) this.destroy(`handshake not finished within ${limit} ms`);
+          if (!this.handshake) return;
+          if (this.upgrading) {
+            this.owner.clientRefused?.(
+              new CowdiskError(ErrorCode.TLS_HANDSHAKE, `TLS handshake with a client failed: it did not finish within the handshake timeout (${limit / 1000} s).`),
+            );
+          }
+          this.destroy(`handshake not finished within ${limit} ms`);
         }, limit).unref();
       }
     }
@@ -110,12 +135,42 @@ export class Connection implements HandshakeHost, TransmissionHost {
     if (!this.socket.destroyed) this.socket.write(message);
   };
 
+  get tlsMode(): TlsMode {
+    return this.owner.tls?.mode ?? 'off';
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.owner.poller?.arrived();
+    this.rx.push(chunk);
+    this.pump();
+  };
+  private readonly onEnd = (): void => this.inputEnded();
+  private readonly onDrain = (): void => this.pump();
+  private readonly onError = (err: Error): void => debug('connection %d: %s', this.id, err.message);
+
+  private listen(socket: Socket): void {
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('drain', this.onDrain);
+    socket.on('error', this.onError);
+  }
+
+  private unlisten(socket: Socket): void {
+    socket.off('data', this.onData);
+    socket.off('end', this.onEnd);
+    socket.off('drain', this.onDrain);
+  }
+
   findExport(name: string): ExportConfig | undefined {
     return this.owner.findExport(name);
   }
 
   listExports(): readonly ExportConfig[] {
     return this.owner.listExports();
+  }
+
+  get metaContexts(): readonly MetaContext[] {
+    return this.owner.metaContexts;
   }
 
   mayStart(): boolean {
@@ -152,13 +207,18 @@ export class Connection implements HandshakeHost, TransmissionHost {
 
   /** Parses what has arrived, as far as the limits allow, and applies backpressure. */
   private pump(): void {
-    if (this.pumping || this.ending || this.closed) return;
+    if (this.pumping || this.ending || this.closed || this.upgrading) return;
     this.pumping = true;
     try {
       if (this.handshake) {
         const step = this.handshake.consume(this.rx);
+        if (step.kind === 'starttls') {
+          this.upgrade(this.handshake);
+          return;
+        }
         if (step.kind === 'close') {
           debug('connection %d: handshake ends: %s', this.id, step.reason);
+          this.reportRefusal();
           // Paused, not just ignored: until the last replies drain, whatever the client sends
           // would otherwise pile up unread.
           this.stopReading();
@@ -198,6 +258,60 @@ export class Connection implements HandshakeHost, TransmissionHost {
       if (wantPause) this.socket.pause();
       else this.socket.resume();
     }
+  }
+
+  /**
+   * STARTTLS was acknowledged: hands the socket to node:tls and carries on negotiating inside TLS.
+   * The acknowledgement is already queued on the plain socket; node:tls writes nothing before it.
+   */
+  private upgrade(handshake: Handshake): void {
+    const credentials = this.owner.tls!;
+    if (this.rx.length > 0) {
+      this.destroy('the client sent more than NBD_OPT_STARTTLS before its TLS handshake');
+      return;
+    }
+    const plain = this.socket;
+    this.upgrading = true;
+    this.unlisten(plain);
+    // A client that goes away mid-handshake must end it, not leave it half open until the timeout.
+    plain.allowHalfOpen = false;
+    startTls(plain, credentials).then(
+      (secure) => {
+        this.upgrading = false;
+        if (this.closed) {
+          secure.destroy();
+          return;
+        }
+        secure.allowHalfOpen = true;
+        debug('connection %d: TLS started (%s, %s)', this.id, secure.getProtocol(), secure.getCipher()?.name);
+        this.socket = secure;
+        this.writer = new ReplyWriter(secure);
+        this.paused = false;
+        this.listen(secure);
+        handshake.tlsStarted();
+        this.pump();
+      },
+      (err: unknown) => {
+        this.upgrading = false;
+        // Cut for a reason of ours (the handshake timeout, a shutdown): said there.
+        if (this.cut) return;
+        if (isCowdiskError(err)) this.owner.clientRefused?.(err);
+        this.destroy(`TLS handshake failed: ${(err as Error).message}`);
+      },
+    );
+  }
+
+  /** Tells the owner, once, that a client was turned away for not starting TLS where it is required. */
+  private reportRefusal(): void {
+    const refused = this.handshake?.refusedWithoutTls;
+    if (refused === undefined) return;
+    this.handshake!.refusedWithoutTls = undefined;
+    this.owner.clientRefused?.(
+      new CowdiskError(
+        ErrorCode.TLS_REQUIRED,
+        `A client negotiated without TLS (${refused}) on a server that requires it, and was refused; clients must start TLS (an nbds:// URI for libnbd tools, tls-creds for QEMU).`,
+      ),
+    );
   }
 
   /** Requests handed to the device and not yet answered (none before transmission). */
@@ -242,6 +356,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
 
   private destroy(reason: string): void {
     debug('connection %d: closing: %s', this.id, reason);
+    this.cut = true;
     this.ending = true;
     this.rx.clear();
     this.writer.discard();
@@ -249,6 +364,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
   }
 
   private socketClosed(): void {
+    this.reportRefusal();
     clearTimeout(this.handshakeTimer);
     this.closed = true;
     this.ending = true;

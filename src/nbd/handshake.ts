@@ -3,6 +3,19 @@
  * protocol-handshake-newstyle.c is laid out). It reads whole options from the ReceiveBuffer,
  * answers each through `send`, and ends in one of two ways: `go` (NBD_OPT_GO or NBD_OPT_EXPORT_NAME
  * chose an export; the connection enters transmission with the negotiated Session) or `close`.
+ * It pauses once on the way with `starttls`: NBD_OPT_STARTTLS was acknowledged, the connection
+ * runs the TLS handshake (tls-session.ts), calls `tlsStarted()`, and negotiation goes on inside TLS.
+ *
+ * TLS, in the spec's terms (its "TLS support" section), by the server's mode:
+ * - off (NOTLS): STARTTLS is NBD_REP_ERR_UNSUP; nothing is ever NBD_REP_ERR_TLS_REQD.
+ * - on (SELECTIVETLS with no TLS-only export): STARTTLS is accepted once; plaintext clients are
+ *   served as before.
+ * - require (FORCEDTLS): before TLS, every option but STARTTLS and ABORT is NBD_REP_ERR_TLS_REQD
+ *   (its data read and dropped), and NBD_OPT_EXPORT_NAME, which cannot carry an error, closes the
+ *   connection. A client that did not set NBD_FLAG_C_FIXED_NEWSTYLE may not start TLS at all, so
+ *   it is closed at its flags.
+ * Once TLS runs, STARTTLS again is NBD_REP_ERR_INVALID, and what was negotiated before it
+ * (structured replies, the metadata context selection) is forgotten, as the spec requires.
  *
  * Nothing here waits for I/O: everything an option needs (export size, flags, block sizes, the list
  * of contexts) is known up front, so the whole phase is synchronous.
@@ -22,6 +35,7 @@ import { blockSizes, transmissionFlags, type ExportConfig } from './exports.js';
 import type { ReceiveBuffer } from './framing.js';
 import { listContexts, selectContexts, type MetaContext } from './meta-context.js';
 import * as R from './option-replies.js';
+import type { TlsMode } from './tls-credentials.js';
 
 /** The largest option payload read; larger ones are refused with ERR_TOO_BIG and a disconnect. */
 export const MAX_OPTION_DATA = 64 * 1024;
@@ -39,6 +53,7 @@ export interface Session {
 export type HandshakeStep =
   | { kind: 'more' }
   | { kind: 'go'; session: Session }
+  | { kind: 'starttls' }
   | { kind: 'close'; reason: string };
 
 export interface HandshakeHost {
@@ -47,16 +62,25 @@ export interface HandshakeHost {
   findExport(name: string): ExportConfig | undefined;
   /** Every export, for NBD_OPT_LIST. */
   listExports(): readonly ExportConfig[];
+  /** The metadata contexts a client may list and select. */
+  readonly metaContexts: readonly MetaContext[];
+  readonly tlsMode: TlsMode;
 }
 
 const MORE: HandshakeStep = { kind: 'more' };
+const STARTTLS: HandshakeStep = { kind: 'starttls' };
 const KNOWN_CLIENT_FLAGS = ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES;
 
 class InvalidOption extends Error {}
 
 export class Handshake {
+  /** The first option refused because TLS is required and was not started (for the server's log). */
+  refusedWithoutTls: string | undefined;
+
   private gotClientFlags = false;
+  private fixedNewstyle = false;
   private noZeroes = false;
+  private tls = false;
   private structuredReplies = false;
   private selection: { export: ExportConfig; contexts: MetaContext[] } | undefined;
 
@@ -78,7 +102,12 @@ export class Handshake {
           return close(`unknown client flags 0x${(flags >>> 0).toString(16)}`);
         }
         this.noZeroes = (flags & ClientFlag.NO_ZEROES) !== 0;
+        this.fixedNewstyle = (flags & ClientFlag.FIXED_NEWSTYLE) !== 0;
         this.gotClientFlags = true;
+        if (!this.fixedNewstyle && this.host.tlsMode === 'require') {
+          this.refusedWithoutTls = 'no NBD_FLAG_C_FIXED_NEWSTYLE';
+          return close('the client did not set NBD_FLAG_C_FIXED_NEWSTYLE, so it cannot start TLS, which this server requires');
+        }
         continue;
       }
       if (!rx.contiguous(Size.OPTION_HEADER)) return MORE;
@@ -102,6 +131,14 @@ export class Handshake {
         rx.contiguous(length);
         data = rx.view.subarray(rx.at, rx.at + length);
         rx.consume(length);
+      }
+      if (this.host.tlsMode === 'require' && !this.tls && option !== Opt.STARTTLS && option !== Opt.ABORT) {
+        this.refusedWithoutTls ??= optionName(option);
+        if (option === Opt.EXPORT_NAME) return close('NBD_OPT_EXPORT_NAME before TLS, which this server requires');
+        this.host.send(
+          R.errorReply(option, Rep.ERR_TLS_REQD, `${optionName(option)}: this server requires TLS; send NBD_OPT_STARTTLS first (an nbds:// URI for libnbd tools, tls-creds for QEMU)`),
+        );
+        continue;
       }
       let step: HandshakeStep;
       try {
@@ -137,8 +174,17 @@ export class Handshake {
         return MORE;
       case Opt.STARTTLS:
         if (data.length !== 0) throw new InvalidOption('takes no data');
-        send(R.errorReply(option, Rep.ERR_UNSUP, 'this cowdisk server does not support TLS; use a Unix socket or an SSH tunnel'));
-        return MORE;
+        if (this.host.tlsMode === 'off') {
+          send(R.errorReply(option, Rep.ERR_UNSUP, 'this cowdisk server was started without TLS (cowdisk serve --tls on|require with --tls-psk or --tls-certificates)'));
+          return MORE;
+        }
+        if (!this.fixedNewstyle) {
+          send(R.errorReply(option, Rep.ERR_POLICY, 'TLS needs fixed newstyle negotiation: set NBD_FLAG_C_FIXED_NEWSTYLE'));
+          return MORE;
+        }
+        if (this.tls) throw new InvalidOption('TLS is already running on this connection');
+        send(R.optionReply(option, Rep.ACK));
+        return STARTTLS;
       case Opt.INFO:
       case Opt.GO:
         return this.info(option, data);
@@ -200,14 +246,21 @@ export class Handshake {
       return MORE;
     }
     if (option === Opt.LIST_META_CONTEXT) {
-      for (const c of listContexts(queries)) send(R.metaContextReply(option, 0, c.name));
+      for (const c of listContexts(this.host.metaContexts, queries)) send(R.metaContextReply(option, 0, c.name));
     } else {
-      const contexts = selectContexts(queries);
+      const contexts = selectContexts(this.host.metaContexts, queries);
       this.selection = { export: exp, contexts };
       for (const c of contexts) send(R.metaContextReply(option, c.id, c.name));
     }
     send(R.optionReply(option, Rep.ACK));
     return MORE;
+  }
+
+  /** The TLS handshake after STARTTLS succeeded: negotiation starts over inside TLS (no new greeting). */
+  tlsStarted(): void {
+    this.tls = true;
+    this.structuredReplies = false;
+    this.selection = undefined;
   }
 
   private session(exp: ExportConfig, enforceMinimum: boolean): Session {

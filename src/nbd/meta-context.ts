@@ -1,5 +1,6 @@
 /**
- * Metadata contexts: what NBD_CMD_BLOCK_STATUS can report. cowdisk has two.
+ * Metadata contexts: what NBD_CMD_BLOCK_STATUS can report. cowdisk has two of its own, and offers
+ * QEMU's third when the server is asked to (`NbdServerOptions.allocationDepth`).
  *
  * `base:allocation` (the spec's): NBD_STATE_HOLE when no layer stores the bytes (an absent block
  * with nothing below, a zero block, a hole in a raw base), NBD_STATE_ZERO when they read as zeros.
@@ -11,6 +12,15 @@
  * A zero block that hides its parent is served by the layer that holds the zero state. The numbering
  * is qemu's `qemu:allocation-depth`, so tools that know one can read the other. docs/PROTOCOL.md
  * has the grammar.
+ *
+ * `qemu:allocation-depth` (QEMU's, docs/interop/nbd.rst): the same depth under QEMU's name, 0 for
+ * unallocated, 1 for the active layer, 2 for the first backing layer and so on, which is what QEMU's
+ * block jobs and `nbdinfo --map=qemu:allocation-depth` ask for. It follows QEMU's own rules for
+ * what is "allocated": a zero block belongs to the layer that holds it, and a hole in a raw base
+ * belongs to that base (QEMU's raw driver reports its holes as allocated zeros), exactly as
+ * `cowdisk:layer` counts them. It is offered only when asked for, as qemu-nbd offers it only with
+ * `--allocation-depth`: the spec says a LIST without queries returns every context a client may
+ * select, and clients of a server that did not ask keep seeing the two they always saw.
  *
  * Query grammar (NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT): a full name selects that
  * context; `base:` and `cowdisk:` list every context of the namespace (LIST only: the spec says an
@@ -40,19 +50,28 @@ export const COWDISK_LAYER: MetaContext = {
   status: (e) => (e.layer < 0 ? 0 : e.layer + 1),
 };
 
-export const CONTEXTS: readonly MetaContext[] = [BASE_ALLOCATION, COWDISK_LAYER];
+export const QEMU_ALLOCATION_DEPTH: MetaContext = {
+  id: 3,
+  name: 'qemu:allocation-depth',
+  status: COWDISK_LAYER.status,
+};
 
-/** Contexts matching NBD_OPT_LIST_META_CONTEXT queries (no query: all of them). */
-export function listContexts(queries: readonly string[]): MetaContext[] {
-  if (queries.length === 0) return [...CONTEXTS];
-  return CONTEXTS.filter((c) =>
+/** The contexts a server offers: cowdisk's own two, and QEMU's allocation depth when asked for. */
+export function offeredContexts(options: { allocationDepth?: boolean } = {}): readonly MetaContext[] {
+  return options.allocationDepth ? [BASE_ALLOCATION, COWDISK_LAYER, QEMU_ALLOCATION_DEPTH] : [BASE_ALLOCATION, COWDISK_LAYER];
+}
+
+/** Of the `offered` contexts, those matching NBD_OPT_LIST_META_CONTEXT queries (no query: all of them). */
+export function listContexts(offered: readonly MetaContext[], queries: readonly string[]): MetaContext[] {
+  if (queries.length === 0) return [...offered];
+  return offered.filter((c) =>
     queries.some((q) => q === c.name || (q.endsWith(':') && c.name.startsWith(q) && q.indexOf(':') === q.length - 1)),
   );
 }
 
-/** Contexts selected by NBD_OPT_SET_META_CONTEXT queries: exact names only. */
-export function selectContexts(queries: readonly string[]): MetaContext[] {
-  return CONTEXTS.filter((c) => queries.includes(c.name));
+/** Of the `offered` contexts, those selected by NBD_OPT_SET_META_CONTEXT queries: exact names only. */
+export function selectContexts(offered: readonly MetaContext[], queries: readonly string[]): MetaContext[] {
+  return offered.filter((c) => queries.includes(c.name));
 }
 
 /** Descriptors never exceed this many per context in one reply; the spec lets a server stop early. */

@@ -10,14 +10,15 @@
  * owns the devices: `close()` stops accepting, lets every connection finish what is in flight,
  * and then closes each device once (which flushes it and clears its dirty flag).
  */
-import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
 import { debuglog } from 'node:util';
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { Limit } from './constants.js';
 import { Connection, type ConnectionOwner } from './connection.js';
 import type { ExportConfig } from './exports.js';
+import { removeSocket, startListener, type Listener, type ListenOptions } from './listeners.js';
+import { offeredContexts, type MetaContext } from './meta-context.js';
+import type { TlsCredentials } from './tls-credentials.js';
 import { DEFAULT_POLL_US, Poller } from './poller.js';
 
 const debug = debuglog('nbd');
@@ -44,23 +45,27 @@ export interface NbdServerOptions {
    * (poller.ts; default 200, 0 never polls). The window adapts to the client below this.
    */
   pollMicros?: number;
+  /**
+   * Also offer QEMU's `qemu:allocation-depth` metadata context (meta-context.ts), as qemu-nbd does
+   * with `--allocation-depth`. Default false: `base:allocation` and `cowdisk:layer` only.
+   */
+  allocationDepth?: boolean;
+  /**
+   * TLS (`loadTlsCredentials` in tls-credentials.ts): its mode says whether STARTTLS is offered
+   * (`on`) or required (`require`). Without it the server is in the spec's NOTLS mode.
+   */
+  tls?: TlsCredentials;
+  /**
+   * Called when a client is refused for TLS reasons (a failed TLS handshake: COWDISK_E_TLS_HANDSHAKE;
+   * a plaintext client where TLS is required: COWDISK_E_TLS_REQUIRED). The server carries on
+   * either way; this is for the log.
+   */
+  onClientRefused?: (error: CowdiskError) => void;
 }
-
-/** Where to listen: a Unix socket path, or a TCP port (0 picks a free one) on `host` (default 127.0.0.1). */
-export type ListenOptions = { socket: string } | { port: number; host?: string };
 
 export interface TransmissionOptions {
   /** Whether structured replies are in use. The kernel's client never negotiates them. Default false. */
   structuredReplies?: boolean;
-}
-
-interface Listener {
-  server: net.Server;
-  closed: Promise<void>;
-  /** The socket path, or HOST:PORT. */
-  address: string;
-  socketPath?: string;
-  uri(name: string): string;
 }
 
 export class NbdServer implements ConnectionOwner {
@@ -68,6 +73,9 @@ export class NbdServer implements ConnectionOwner {
   readonly drainTimeout: number;
   readonly handshakeTimeout: number;
   readonly poller: Poller;
+  readonly metaContexts: readonly MetaContext[];
+  readonly tls: TlsCredentials | undefined;
+  private readonly onClientRefused: ((error: CowdiskError) => void) | undefined;
   private readonly maxConnections: number;
   private readonly listeners: Listener[] = [];
   private readonly connections = new Set<Connection>();
@@ -89,6 +97,9 @@ export class NbdServer implements ConnectionOwner {
     this.drainTimeout = options.drainTimeout ?? 10_000;
     this.handshakeTimeout = options.handshakeTimeout ?? 10_000;
     this.poller = new Poller(options.pollMicros ?? DEFAULT_POLL_US);
+    this.metaContexts = offeredContexts({ allocationDepth: options.allocationDepth });
+    this.tls = options.tls;
+    this.onClientRefused = options.onClientRefused;
   }
 
   /** Open connections (including ones still negotiating). */
@@ -106,27 +117,24 @@ export class NbdServer implements ConnectionOwner {
     return this.exports;
   }
 
+  clientRefused(error: CowdiskError): void {
+    debug('client refused: %s', error.message);
+    this.onClientRefused?.(error);
+  }
+
   /**
-   * Starts listening; resolves with one NBD URI per export, in export order. A stale Unix socket
-   * left by a server that is gone is replaced; a live one is an error.
+   * Starts listening; resolves with one NBD URI per export, in export order. Unix sockets are
+   * created mode 0600 and non-loopback TCP addresses are refused without TLS required (see
+   * listeners.ts). A stale Unix socket left by a server that is gone is replaced; a live one is an
+   * error.
    */
   async listen(options: ListenOptions): Promise<string[]> {
     if (this.closing) throw new CowdiskError(ErrorCode.CLOSED, 'The NBD server is closed.');
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
       void this.handleConnection(socket);
     });
-    let listener: Listener;
     server.on('error', (err) => debug('listener: %s', err.message));
-    if ('socket' in options) {
-      const socketPath = path.resolve(options.socket);
-      await listenUnix(server, socketPath);
-      listener = { server, closed: closedPromise(server), address: socketPath, socketPath, uri: (name) => unixUri(name, socketPath) };
-    } else {
-      const host = options.host ?? '127.0.0.1';
-      await listenTcp(server, options.port, host);
-      const port = (server.address() as net.AddressInfo).port;
-      listener = { server, closed: closedPromise(server), address: `${host}:${port}`, uri: (name) => tcpUri(name, host, port) };
-    }
+    const listener = await startListener(server, options, this.tls?.mode === 'require');
     this.listeners.push(listener);
     return this.exports.map((e) => listener.uri(e.name));
   }
@@ -196,82 +204,4 @@ export class NbdServer implements ConnectionOwner {
       this.connections.delete(connection);
     });
   }
-}
-
-function closedPromise(server: net.Server): Promise<void> {
-  return new Promise((resolve) => server.once('close', () => resolve()));
-}
-
-function listenTcp(server: net.Server, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => reject(listenError(err, `${host}:${port}`));
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-}
-
-async function listenUnix(server: net.Server, socketPath: string): Promise<void> {
-  const attempt = (): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      server.once('error', onError);
-      server.listen(socketPath, () => {
-        server.off('error', onError);
-        resolve();
-      });
-    });
-  try {
-    await attempt();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketIsLive(socketPath))) {
-      throw listenError(err as NodeJS.ErrnoException, socketPath);
-    }
-    removeSocket(socketPath);
-    try {
-      await attempt();
-    } catch (again) {
-      throw listenError(again as NodeJS.ErrnoException, socketPath);
-    }
-  }
-}
-
-/** Whether something answers on a Unix socket path (a stale one left by a dead server does not). */
-function socketIsLive(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = net.connect(socketPath);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-}
-
-function removeSocket(socketPath: string): void {
-  try {
-    if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath);
-  } catch {
-    // Already gone.
-  }
-}
-
-function listenError(err: NodeJS.ErrnoException, where: string): CowdiskError {
-  if (err.code === 'EADDRINUSE') {
-    return new CowdiskError(ErrorCode.EXISTS, `${where} is already in use by another server; choose another --socket or --port.`, { cause: err });
-  }
-  return new CowdiskError(ErrorCode.IO, `Cannot listen on ${where} (${err.code ?? ''} ${err.message}).`, { cause: err });
-}
-
-/** nbd+unix:///NAME?socket=PATH, the form libnbd, qemu and nbdinfo accept. */
-export function unixUri(name: string, socketPath: string): string {
-  return `nbd+unix:///${encodeURIComponent(name)}?socket=${socketPath.split('/').map(encodeURIComponent).join('/')}`;
-}
-
-/** nbd://HOST:PORT/NAME (IPv6 hosts in brackets). */
-export function tcpUri(name: string, host: string, port: number): string {
-  const h = host.includes(':') ? `[${host}]` : host;
-  return `nbd://${h}:${port}/${encodeURIComponent(name)}`;
 }

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { cloneImage, createImage } from '../../src/ops/create.js';
 import { importRaw } from '../../src/ops/import.js';
 import { openImage } from '../../src/image/open.js';
+import type { NbdServerOptions } from '../../src/nbd/index.js';
 import { startServer, type TestServer } from './nbd-server.js';
 
 export const MiB = 1024 * 1024;
@@ -69,11 +70,11 @@ export interface ServedImage {
 }
 
 /** Opens each image with the engine and serves it; `close()` closes the images too. */
-export async function serveImages(images: ServedImage[]): Promise<TestServer> {
+export async function serveImages(images: ServedImage[], options: Partial<NbdServerOptions> = {}): Promise<TestServer> {
   const exports = [];
   for (const image of images) {
     const opened = await openImage(image.file, { readOnly: image.readOnly });
     exports.push({ name: image.name, device: opened.device, readOnly: image.readOnly, description: `${opened.kind} ${image.file}` });
   }
-  return startServer(exports);
+  return startServer(exports, options);
 }

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 const PACKAGES: Record<string, string> = {
   'qemu-img': 'qemu-utils',
   'qemu-io': 'qemu-utils',
+  'qemu-nbd': 'qemu-utils',
   nbdinfo: 'libnbd-bin',
   nbdcopy: 'libnbd-bin',
   nbdfuse: 'libnbd-bin',
@@ -23,6 +24,10 @@ const PACKAGES: Record<string, string> = {
   'mkfs.ext4': 'e2fsprogs',
   e2fsck: 'e2fsprogs',
   debugfs: 'e2fsprogs',
+  certtool: 'gnutls-bin',
+  psktool: 'gnutls-bin',
+  setpriv: 'util-linux',
+  cc: 'gcc',
 };
 
 /** The absolute path of `name`, or an error naming the package to install. */

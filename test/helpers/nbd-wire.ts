@@ -5,6 +5,7 @@
  * bad magic, giant lengths, frames cut anywhere, connections dropped mid-request.
  */
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 
 export const NBDMAGIC = 0x4e42444d41474943n;
 export const IHAVEOPT = 0x49484156454f5054n;
@@ -15,7 +16,15 @@ export const STRUCTURED_MAGIC = 0x668e33ef;
 
 export const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, STARTTLS: 5, INFO: 6, GO: 7, STRUCTURED_REPLY: 8, LIST_META: 9, SET_META: 10 };
 export const REP = { ACK: 1, SERVER: 2, INFO: 3, META_CONTEXT: 4 };
-export const REP_ERR = { UNSUP: 2 ** 31 + 1, POLICY: 2 ** 31 + 2, INVALID: 2 ** 31 + 3, UNKNOWN: 2 ** 31 + 6, SHUTDOWN: 2 ** 31 + 7, TOO_BIG: 2 ** 31 + 9 };
+export const REP_ERR = {
+  UNSUP: 2 ** 31 + 1,
+  POLICY: 2 ** 31 + 2,
+  INVALID: 2 ** 31 + 3,
+  TLS_REQD: 2 ** 31 + 5,
+  UNKNOWN: 2 ** 31 + 6,
+  SHUTDOWN: 2 ** 31 + 7,
+  TOO_BIG: 2 ** 31 + 9,
+};
 export const INFO = { EXPORT: 0, NAME: 1, DESCRIPTION: 2, BLOCK_SIZE: 3 };
 export const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6, BLOCK_STATUS: 7 };
 export const FLAG = { FUA: 1, NO_HOLE: 2, DF: 4, REQ_ONE: 8, FAST_ZERO: 16 };
@@ -105,19 +114,35 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static connect(socketPath: string): Promise<RawClient> {
+  /** Connects to a Unix socket path, or to a TCP port on 127.0.0.1. */
+  static connect(socketPath: string | number): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect(socketPath, () => resolve(new RawClient(s)));
+      const s = typeof socketPath === 'number' ? net.connect(socketPath, '127.0.0.1') : net.connect(socketPath);
+      s.once('connect', () => resolve(new RawClient(s)));
       s.once('error', reject);
     });
   }
 
   /** Connects and reads the greeting. */
-  static async greeted(socketPath: string): Promise<RawClient> {
+  static async greeted(socketPath: string | number): Promise<RawClient> {
     const c = await RawClient.connect(socketPath);
     const g = await c.read(18);
     if (!g.equals(expected.greeting())) throw new Error(`unexpected greeting ${g.toString('hex')}`);
     return c;
+  }
+
+  /**
+   * After the server acknowledged NBD_OPT_STARTTLS: node:tls's client handshake over this socket.
+   * Resolves with a client on the TLS socket (this one must not be used again), or rejects with
+   * the handshake's error.
+   */
+  async startTls(options: tls.ConnectionOptions): Promise<RawClient> {
+    const secure = tls.connect({ ...options, socket: this.socket });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', () => resolve());
+      secure.once('error', reject);
+    });
+    return new RawClient(secure);
   }
 
   write(data: Buffer): Promise<void> {
@@ -188,6 +213,14 @@ export class RawClient {
     if (h.readUInt32BE(0) !== SIMPLE_MAGIC) throw new Error(`bad simple reply magic ${h.toString('hex')}`);
     const error = h.readUInt32BE(4);
     return { error, handle: h.readBigUInt64BE(8), data: error === 0 ? await this.read(dataLength) : Buffer.alloc(0) };
+  }
+
+  /** In transmission with simple replies: READ `length` bytes at `offset`; the data, or an error naming what came back. */
+  async readAt(handle: bigint, offset: number, length: number): Promise<Buffer> {
+    await this.write(encode.request(CMD.READ, handle, offset, length));
+    const r = await this.simpleReply(length);
+    if (r.handle !== handle || r.error !== 0) throw new Error(`READ ${handle}: reply for handle ${r.handle} with error ${r.error}`);
+    return r.data;
   }
 
   async chunk(): Promise<Chunk> {
