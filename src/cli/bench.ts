@@ -5,8 +5,11 @@
  * Ctrl-C / SIGTERM stop the run between requests; the clone and the server are cleaned up and
  * the exit code is 130. A second signal exits at once, and the temporary directory still goes.
  */
+import * as fs from 'node:fs';
 import type { Command } from 'commander';
+import { renderCdfSvg } from '../bench/cdf-plot.js';
 import type { HistogramBucket, LatencySummary } from '../bench/latency.js';
+import { ioError } from '../errors.js';
 import { BenchInterrupted, MAX_QUEUE_DEPTH, runBench, type BenchResult } from '../bench/runner.js';
 import { DEFAULT_COUNT, WARMUP_REQUESTS } from '../bench/workload.js';
 import { count, formatTable, printJson, printLines } from './output.js';
@@ -23,6 +26,7 @@ interface BenchCliOptions {
   dir?: string;
   engine?: boolean;
   json?: boolean;
+  plot?: string;
 }
 
 export function register(program: Command): void {
@@ -37,6 +41,7 @@ export function register(program: Command): void {
     .option('--dir <path>', 'where to put the temporary clone and socket (default: the system temp dir); its file system is the one measured')
     .option('--engine', 'measure the engine alone: BlockDevice calls in this process, no NBD')
     .option('--json', 'print JSON for scripts')
+    .option('--plot <file.svg>', 'also draw both passes\' latency distributions (CDF, log scale) as a self-contained SVG file')
     .addHelpText(
       'after',
       `
@@ -62,7 +67,8 @@ How:
 Examples:
   $ cowdisk bench base.snap
   $ cowdisk bench --queue-depth 16 --count 8000 base.snap
-  $ cowdisk bench --engine --sub-blocks 1 --json base.snap | jq .firstWrite.latencyUs`,
+  $ cowdisk bench --engine --sub-blocks 1 --json base.snap | jq .firstWrite.latencyUs
+  $ cowdisk bench --plot latency.svg base.snap`,
     )
     .action(async (image: string, options: BenchCliOptions) => {
       const controller = new AbortController();
@@ -83,6 +89,7 @@ Examples:
           engine: options.engine,
           signal: controller.signal,
         });
+        if (options.plot !== undefined) writePlot(options.plot, result);
         if (options.json) printJson(result);
         else printLines(render(result));
       } catch (err) {
@@ -94,6 +101,24 @@ Examples:
         process.off('SIGTERM', onSignal);
       }
     });
+}
+
+/** First write against rewrite, one CDF each. */
+function writePlot(file: string, r: BenchResult): void {
+  const svg = renderCdfSvg(
+    [
+      { label: `first write (p50 ${formatUs(r.firstWrite.latencyUs.p50)})`, points: r.firstWrite.cdf },
+      { label: `rewrite (p50 ${formatUs(r.rewrite.latencyUs.p50)})`, points: r.rewrite.cdf },
+    ],
+    {
+      title: `cowdisk bench ${r.image}: ${r.workload.count} writes of ${formatSize(r.workload.ioSize)} per pass at queue depth ${r.workload.queueDepth}, ${r.mode === 'engine' ? 'the engine alone' : 'through NBD'}`,
+    },
+  );
+  try {
+    fs.writeFileSync(file, svg);
+  } catch (err) {
+    throw ioError(err, file, 'writing the plot');
+  }
 }
 
 function render(r: BenchResult): string[] {
