@@ -43,8 +43,11 @@ const MiB = 1024 * KiB;
 
 export const JOB_IDS = ['write-first-qd1', 'rewrite-qd1', 'rewrite-qd16', 'randread-qd16', 'seqread-1m', 'seqwrite-1m', 'cold-start'];
 
-/** Writes, and as many reads, the cold-start job's passes make (--quick: a quarter). */
-export const COLD_REQUESTS_EACH = 2000;
+/**
+ * Requests in each of the cold-start job's passes, half writes and half reads (--quick: a
+ * quarter): about as many as a fresh V8 process needs before its request path is compiled.
+ */
+export const COLD_REQUESTS = 2000;
 
 /** The smallest stride the first-write job uses, whatever the tools' units. */
 export const MIN_STRIDE = 64 * KiB;
@@ -88,7 +91,7 @@ export function buildJobs(o) {
   // The cold pass and the warm one each get half the measured part, so no write of the warm
   // pass lands where the cold one wrote (which would make some of them cheaper rewrites).
   const half = Math.floor(size / 2 / MiB) * MiB;
-  const coldIos = 2 * (quick ? COLD_REQUESTS_EACH / 4 : COLD_REQUESTS_EACH);
+  const coldIos = quick ? COLD_REQUESTS / 4 : COLD_REQUESTS;
   /** @type {(name: string, offset: number, end: number, seed: number) => FioPass} */
   const mixed = (name, offset, end, seed) => ({ name, rw: 'randrw', bs: 4 * KiB, stride: 4 * KiB, iodepth: 1, ios: coldIos, offset, size: end, seed });
   return [

@@ -148,7 +148,14 @@ async function attachDevice(request: AttachRequest): Promise<{ attachment: Attac
   const started = performance.now();
   // Loaded here, not at the top: the --daemon parent and `attach --list` never need the engine or
   // the server, and every module costs start-up time (seconds under emulation, see the VM test).
-  const [{ attach }, { openImage }] = await Promise.all([import('../kernel/attach.js'), import('../image/open.js')]);
+  const [{ attach }, { openImage }, { warmUpRequestPath }] = await Promise.all([
+    import('../kernel/attach.js'),
+    import('../image/open.js'),
+    import('../bench/warm-up.js'),
+  ]);
+  // The kernel's first requests (partition scan, the file system's mount) should not wait for V8
+  // to compile the request path (bench/warm-up.ts).
+  await warmUpRequestPath({ pollMicros: request.pollMicros });
   const attachment = await attach({
     image: request.image,
     openExport: async () => ({

@@ -19,6 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { CowdiskError, ErrorCode } from '../errors.js';
+import { warmUpRequestPath } from '../bench/warm-up.js';
 import { openImage, type Image } from '../image/open.js';
 import { NbdServer, type ListenOptions } from '../nbd/index.js';
 import { DEFAULT_POLL_US } from '../nbd/poller.js';
@@ -162,6 +163,8 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
   process.on('SIGTERM', stop);
   try {
     try {
+      // A fresh process would answer its first requests several times slower (bench/warm-up.ts).
+      await warmUpRequestPath({ pollMicros });
       await server.listen(listen);
     } catch (err) {
       await server.close().catch(() => {});

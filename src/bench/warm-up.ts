@@ -1,0 +1,108 @@
+/**
+ * Compiles the request path before the first real client arrives.
+ *
+ * Why: `serve` and `attach` usually start a fresh process per clone, and a fresh V8 process runs
+ * its request path in the interpreter until the JIT has seen it often enough to compile it: its
+ * first couple of thousand requests took two to four times as long as later ones (docs/
+ * PERFORMANCE.md, the cold-start job). A guest booting on a fresh server is exactly that client.
+ *
+ * How: before listening, the server process runs real NBD traffic through the real code, on a
+ * throw-away clone of a small random raw base in a private temporary directory, served by an
+ * NbdServer on a Unix socket there and driven by cowdisk's own client (nbd-client.ts, which is
+ * why this lives beside it). The mix is what a disk sees first: first writes and rewrites of
+ * 4 KiB, reads through to the base and of written blocks, at queue depth 1 and 16. The functions
+ * are the same ones the real exports then run, so their type feedback and compiled code carry
+ * over. Real files, not memory ones: measured, a warm-up on a MemoryFileSystem left the engine's
+ * file calls to be recompiled for the real class. Nothing of the user's is touched, and the
+ * directory (an 8 MiB base and its clone) is gone before `serve` listens.
+ *
+ * Cost: measured in docs/PERFORMANCE.md (a fraction of a second of start-up).
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { debuglog } from 'node:util';
+import { cloneImage } from '../image/create.js';
+import { openImage } from '../image/open.js';
+import { NbdServer } from '../nbd/index.js';
+import { NbdClient } from './nbd-client.js';
+
+const debug = debuglog('cowdisk');
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** The throw-away disk: 128 blocks of 64 KiB, 2048 sub-blocks of 4 KiB to write for the first time. */
+const DISK = 8 * MiB;
+const IO = 4 * KiB;
+/** Requests per round; V8 compiles a function after it has run a few hundred to a few thousand times. */
+const ROUND = 512;
+
+export interface WarmUpOptions {
+  /** The polling window the real server will use, so the poller is compiled on its real path too. */
+  pollMicros?: number;
+  /** Where the temporary socket goes (default the system's temporary directory). */
+  dir?: string;
+}
+
+/**
+ * Runs the warm-up traffic and cleans up after it. Best effort: it only makes the first requests
+ * faster, so a warm-up that cannot run (no writable temporary directory, say) must not stop the
+ * server; it resolves false then, and says why under NODE_DEBUG=cowdisk.
+ */
+export async function warmUpRequestPath(options: WarmUpOptions = {}): Promise<boolean> {
+  try {
+    await warmUp(options);
+    return true;
+  } catch (err) {
+    debug('request-path warm-up skipped: %s', (err as Error)?.message ?? String(err));
+    return false;
+  }
+}
+
+async function warmUp(options: WarmUpOptions): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(options.dir ?? os.tmpdir(), 'cowdisk-warm-up-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'base.raw'), randomBytes(DISK));
+    await cloneImage(path.join(dir, 'base.raw'), path.join(dir, 'clone.cow'));
+    await serveAndDrive(path.join(dir, 'clone.cow'), path.join(dir, 'nbd.sock'), options.pollMicros);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function serveAndDrive(image: string, socket: string, pollMicros: number | undefined): Promise<void> {
+  const server = new NbdServer({ exports: [{ name: '', device: await openImage(image) }], pollMicros });
+  try {
+    await server.listen({ socket });
+    const client = await NbdClient.connect(socket);
+    try {
+      await traffic(client);
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await server.close(); // which closes the image
+  }
+}
+
+async function traffic(client: NbdClient): Promise<void> {
+  const data = randomBytes(IO);
+  const sink = Buffer.allocUnsafe(IO);
+  const slots = DISK / IO;
+  // Offsets spread over the disk, each sub-block once per pass (an odd stride visits them all).
+  const at = (i: number): number => ((i * 1031) % slots) * IO;
+  let next = 0;
+  const round = async (depth: number, request: (offset: number) => Promise<void>): Promise<void> => {
+    const end = next + ROUND;
+    const worker = async (): Promise<void> => {
+      while (next < end) await request(at(next++));
+    };
+    await Promise.all(Array.from({ length: depth }, worker));
+  };
+  for (const depth of [1, 16]) {
+    await round(depth, (offset) => client.read(sink, offset)); // through to the base
+    await round(depth, (offset) => client.write(data, offset)); // first writes
+    await round(depth, (offset) => client.write(data, offset)); // first writes and rewrites
+    await round(depth, (offset) => client.read(sink, offset)); // reads of written and unwritten sub-blocks
+  }
+}
