@@ -4,9 +4,10 @@
  * bench/compare: the same fio jobs against cowdisk and its peers, on this machine, in one run.
  * docs/PERFORMANCE.md says what is measured and why; bench/compare/ holds the parts.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { plotModule, renderHtml } from './compare/html.mjs';
+import { plotModule, plots, renderHtml } from './compare/html.mjs';
 import { JOB_IDS, measuredSize } from './compare/jobs.mjs';
 import { renderText } from './compare/report.mjs';
 import { targets } from './compare/targets.mjs';
@@ -26,6 +27,7 @@ Options:
   --json          print the results as JSON instead of tables
   --html FILE     also write the run as a self-contained HTML page: the tables and, per job,
                   every tool's latency distribution (needs the build: npm run build)
+  --plots DIR     also write each job's latency distribution as DIR/JOB.svg (for a README)
   --tools LIST    comma-separated tool ids (default: all): ${TOOLS.map((t) => t.id).join(', ')}
   --jobs LIST     comma-separated job ids (default: all): ${JOB_IDS.join(', ')}
   --size SIZE     size of the random base, e.g. 1G, 256M (default 1G, --quick 64M)
@@ -59,6 +61,7 @@ async function main() {
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       html: { type: 'string' },
+      plots: { type: 'string' },
       tools: { type: 'string' },
       jobs: { type: 'string' },
       size: { type: 'string' },
@@ -82,7 +85,7 @@ async function main() {
   if (!(waitIdle >= 0)) throw new Error(`--wait-idle ${values['wait-idle']}: expected a number of seconds`);
   if (unknownJob) throw new Error(`unknown job ${unknownJob}; the jobs are ${JOB_IDS.join(', ')}`);
 
-  if (values.html !== undefined) await plotModule();
+  if (values.html !== undefined || values.plots !== undefined) await plotModule();
 
   // Ctrl-C: stop the servers we started (the fio in flight then fails), stop between
   // measurements, and let the run remove its temporary directory on the way out.
@@ -113,6 +116,11 @@ async function main() {
   if (values.html !== undefined) {
     writeFileSync(values.html, await renderHtml(result, command));
     process.stderr.write(`compare: wrote ${values.html}\n`);
+  }
+  if (values.plots !== undefined) {
+    mkdirSync(values.plots, { recursive: true });
+    for (const plot of await plots(result)) writeFileSync(join(values.plots, `${plot.id.replace(/^job-/, '')}.svg`), plot.svg);
+    process.stderr.write(`compare: wrote the plots to ${values.plots}\n`);
   }
   if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: { cowdisk: targets(result), 'cowdisk-nopoll': targets(result, 'cowdisk-nopoll') } }, null, 2) + '\n');
   else process.stdout.write(renderText(result, command));

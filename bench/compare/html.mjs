@@ -37,7 +37,7 @@ export async function plotModule() {
  * @returns {Promise<string>}
  */
 export async function renderHtml(result, command) {
-  const { renderCdfSvg, cdfFromBins, escapeXml } = await plotModule();
+  const { escapeXml } = await plotModule();
   const m = result.machine;
   const s = result.settings;
   /** @param {Table} table @param {string} id */
@@ -81,6 +81,23 @@ export async function renderHtml(result, command) {
     '<h2>Latency distributions</h2>',
     '<p>The share of requests answered within a given latency (fio’s total latency, every repetition pooled): further left is faster; where a line crosses 50% is its median. Dashed: the same tool’s warm pass.</p>',
   );
+  for (const plot of await plots(result)) {
+    out.push(`<figure id="${escapeXml(plot.id)}">`, plot.svg.trim(), `<figcaption>${escapeXml(plot.caption)}</figcaption>`, '</figure>');
+  }
+  out.push('</body>', '</html>');
+  return out.join('\n') + '\n';
+}
+
+/**
+ * Every job's latency CDF as an SVG document (one line per tool; the cold start's warm pass
+ * dashed), and the chain variant's: what the page shows, and what `--plots DIR` writes as files
+ * (for a README that shows the plot of the run its table came from).
+ * @param {Result} result
+ * @returns {Promise<{ id: string, caption: string, svg: string }[]>}
+ */
+export async function plots(result) {
+  const { renderCdfSvg, cdfFromBins } = await plotModule();
+  const out = [];
   for (const job of result.jobs) {
     /** @type {CdfSeries[]} */
     const series = [];
@@ -90,13 +107,11 @@ export async function renderHtml(result, command) {
       series.push({ label: job.headline === 'cold' ? `${tool.label}, cold` : tool.label, points: cdfFromBins(row.latNs), color: i });
       if (row.warm) series.push({ label: `${tool.label}, warm`, points: cdfFromBins(row.warm.latNs), color: i, dashed: true });
     });
-    if (series.length === 0) continue;
-    out.push(`<figure id="job-${escapeXml(job.id)}">`, renderCdfSvg(series, { title: job.title }).trim(), `<figcaption>${escapeXml(job.id)}</figcaption>`, '</figure>');
+    if (series.length > 0) out.push({ id: `job-${job.id}`, caption: job.id, svg: renderCdfSvg(series, { title: job.title }) });
   }
   if (Array.isArray(result.chain)) {
     const series = result.chain.map((c, i) => ({ label: `${c.depth} layer${c.depth === 1 ? '' : 's'} under the overlay`, points: cdfFromBins(c.median.latNs), color: i }));
-    out.push('<figure id="job-chain">', renderCdfSvg(series, { title: 'Random 4 KiB read through a cowdisk chain, QD16' }).trim(), '<figcaption>chain depth</figcaption>', '</figure>');
+    out.push({ id: 'job-chain', caption: 'chain depth', svg: renderCdfSvg(series, { title: 'Random 4 KiB read through a cowdisk chain, QD16' }) });
   }
-  out.push('</body>', '</html>');
-  return out.join('\n') + '\n';
+  return out;
 }

@@ -6,7 +6,7 @@
  * is the server's, and that the page is well-formed with a line per tool per job.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,7 +68,7 @@ describe('bench/compare --quick', () => {
 
   beforeAll(() => {
     requireTools();
-    const r = compare(['--quick', '--json', '--html', html, '--size', '16M', '--reps', '2', '--tools', 'nbdkit-file,nbdkit-null']);
+    const r = compare(['--quick', '--json', '--html', html, '--plots', join(dir, 'plots'), '--size', '16M', '--reps', '2', '--tools', 'nbdkit-file,nbdkit-null']);
     expect(r.status, r.stderr).toBe(0);
     report = JSON.parse(r.stdout);
   }, 120_000);
@@ -169,6 +169,16 @@ describe('bench/compare --quick', () => {
     }
     const text = readFileSync(html, 'utf8');
     expect(text).not.toMatch(/<script|<link|\bsrc=|url\(/i);
+  });
+
+  it('--plots writes every job’s plot as an SVG file of its own, the same lines as the page', () => {
+    expect(readdirSync(join(dir, 'plots')).sort()).toEqual(report.jobs.map((j) => `${j.id}.svg`).sort());
+    const page = readXml(html);
+    for (const job of report.jobs) {
+      const svg = readXml(join(dir, 'plots', `${job.id}.svg`));
+      expect(svg.root).toBe('svg');
+      expect(svg.paths['']).toEqual(page.paths[`job-${job.id}`]);
+    }
   });
 
   it('refuses a base too small for the 1 MiB jobs before it starts, saying the smallest size', () => {
