@@ -4,9 +4,13 @@
  * bench/compare: the same fio jobs against cowdisk and its peers, on this machine, in one run.
  * docs/PERFORMANCE.md says what is measured and why; bench/compare/ holds the parts.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { plotModule, plots, renderHtml } from './compare/html.mjs';
 import { JOB_IDS, measuredSize } from './compare/jobs.mjs';
-import { renderText, targets } from './compare/report.mjs';
+import { renderText } from './compare/report.mjs';
+import { targets } from './compare/targets.mjs';
 import { TOOLS, compare, defaultDir } from './compare/run.mjs';
 import { stopAllServers } from './compare/server.mjs';
 import { printTlsComparison } from './compare/tls.mjs';
@@ -15,12 +19,16 @@ const HELP = `Usage: node bench/compare.mjs [options]
 
 Runs the same fio jobs (nbd ioengine, Unix sockets) against cowdisk, qemu-nbd (qcow2),
 nbdkit's cow filter, nbdkit's file plugin (the floor) and nbdkit's null plugin, and prints
-p50 / p99 latency, IOPS or MiB/s, and each tool's ratio to the floor. Progress goes to stderr.
+p50 / p99 latency, IOPS or MiB/s, the server's CPU time per request, and each tool's ratio to
+the floor; a cold-start job measures each server's first requests. Progress goes to stderr.
 
 Options:
   --reps N        repetitions; each figure is the median (default 3, --quick 1)
   --quick         smoke test: a 64 MiB base and small jobs (seconds, not a measurement)
   --json          print the results as JSON instead of tables
+  --html FILE     also write the run as a self-contained HTML page: the tables and, per job,
+                  every tool's latency distribution (needs the build: npm run build)
+  --plots DIR     also write each job's latency distribution as DIR/JOB.svg (for a README)
   --tools LIST    comma-separated tool ids (default: all): ${TOOLS.map((t) => t.id).join(', ')}
   --jobs LIST     comma-separated job ids (default: all): ${JOB_IDS.join(', ')}
   --size SIZE     size of the random base, e.g. 1G, 256M (default 1G, --quick 64M)
@@ -55,6 +63,8 @@ async function main() {
       reps: { type: 'string' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
+      html: { type: 'string' },
+      plots: { type: 'string' },
       tools: { type: 'string' },
       jobs: { type: 'string' },
       size: { type: 'string' },
@@ -78,6 +88,8 @@ async function main() {
   const waitIdle = Number(values['wait-idle']);
   if (!(waitIdle >= 0)) throw new Error(`--wait-idle ${values['wait-idle']}: expected a number of seconds`);
   if (unknownJob) throw new Error(`unknown job ${unknownJob}; the jobs are ${JOB_IDS.join(', ')}`);
+
+  if (values.html !== undefined || values.plots !== undefined) await plotModule();
 
   // Ctrl-C: stop the servers we started (the fio in flight then fails), stop between
   // measurements, and let the run remove its temporary directory on the way out.
@@ -111,7 +123,16 @@ async function main() {
     progress,
   );
   const command = ['node bench/compare.mjs', ...process.argv.slice(2)].join(' ');
-  if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: targets(result) }, null, 2) + '\n');
+  if (values.html !== undefined) {
+    writeFileSync(values.html, await renderHtml(result, command));
+    process.stderr.write(`compare: wrote ${values.html}\n`);
+  }
+  if (values.plots !== undefined) {
+    mkdirSync(values.plots, { recursive: true });
+    for (const plot of await plots(result)) writeFileSync(join(values.plots, `${plot.id.replace(/^job-/, '')}.svg`), plot.svg);
+    process.stderr.write(`compare: wrote the plots to ${values.plots}\n`);
+  }
+  if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: { cowdisk: targets(result), 'cowdisk-nopoll': targets(result, 'cowdisk-nopoll') } }, null, 2) + '\n');
   else process.stdout.write(renderText(result, command));
 }
 

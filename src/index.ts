@@ -30,6 +30,8 @@ export { inventory, type DeviceEntry } from './kernel/inventory.js';
 export { BenchInterrupted, MAX_QUEUE_DEPTH, runBench, type BenchOptions, type BenchResult } from './bench/runner.js';
 export { DEFAULT_COUNT, WARMUP_REQUESTS } from './bench/workload.js';
 export type { HistogramBucket, LatencySummary } from './bench/latency.js';
+export { renderCdfSvg } from './bench/cdf-plot.js';
+export { warmUpRequestPath } from './bench/warm-up.js';
 export type { BlockFile, FileSystem } from './io/file.js';
 export { RealFileSystem, realFileSystem } from './io/real-file.js';
 export { MemoryFileSystem } from './io/memory-file.js';

@@ -8,6 +8,11 @@
  * completion latency (`clat`) alone would flatter every tool by the same few microseconds; it
  * is kept in the JSON for comparison with numbers quoted as clat.
  *
+ * The report is fio's `json+`: the JSON report plus every latency histogram bin (fio keeps
+ * latencies in about 1,800 logarithmic bins, 1/64 of a power of two wide: its percentiles come
+ * from them too). The bins are the distribution the HTML page plots, at no cost to the run: a
+ * latency log of every request would make fio write while it measures.
+ *
  * fio prints "fio: connected to NBD server" on stdout even in JSON mode, so the report goes to
  * a file and the parser starts at the first line that opens the JSON document.
  */
@@ -17,7 +22,7 @@ import { readFile } from 'node:fs/promises';
 /**
  * @typedef {object} FioPass  One fio invocation.
  * @property {string} name
- * @property {'write' | 'read' | 'randread' | 'randwrite' | 'randrw'} rw  (randrw: half reads, half writes)
+ * @property {'write' | 'read' | 'randread' | 'randwrite' | 'randrw'} rw  (randrw: half reads, half writes, reported together)
  * @property {number} stride  bytes between the starts of consecutive I/Os (sequential rw only); bs when dense
  * @property {number} bs  bytes per I/O
  * @property {number} iodepth
@@ -25,6 +30,7 @@ import { readFile } from 'node:fs/promises';
  * @property {number} [loops]  passes over the same offsets (default 1)
  * @property {number} size  bytes of the export; the pass ranges over [offset, size)
  * @property {number} [offset]  where the pass starts (default 0)
+ * @property {number} [seed]  fio's randseed: another seed, other random offsets (default fio's own)
  */
 
 /**
@@ -35,11 +41,18 @@ import { readFile } from 'node:fs/promises';
  * @property {number} iops
  * @property {number} mibps
  * @property {number} ios  I/Os completed
+ * @property {Bins} latNs  the total latency's distribution: [nanoseconds, count] pairs, ascending
  */
 
-/** @param {FioPass} pass */
+/** @typedef {[number, number][]} Bins */
+
+/**
+ * Which side of fio's report a pass's figures come from; a mixed pass counts both together.
+ * @param {FioPass} pass
+ * @returns {'read' | 'write' | 'mixed'}
+ */
 export function direction(pass) {
-  return pass.rw.endsWith('read') ? 'read' : 'write';
+  return pass.rw === 'randrw' ? 'mixed' : pass.rw.endsWith('read') ? 'read' : 'write';
 }
 
 /**
@@ -67,9 +80,10 @@ export function fioArgs(pass, uri, outputPath) {
     `--io_size=${pass.ios * pass.bs}`,
     `--loops=${pass.loops ?? 1}`,
     '--randrepeat=1',
+    ...(pass.seed === undefined ? [] : [`--randseed=${pass.seed}`]),
     '--lat_percentiles=1',
     '--percentile_list=50:99',
-    '--output-format=json',
+    '--output-format=json+',
     `--output=${outputPath}`,
   ];
 }
@@ -102,9 +116,9 @@ export async function runFio(pass, uri, outputPath, env) {
 }
 
 /**
- * Reads one job's numbers out of fio's JSON report.
+ * Reads one job's numbers out of fio's json+ report.
  * @param {string} text  the report, possibly preceded by fio's informational lines
- * @param {'read' | 'write'} dir
+ * @param {'read' | 'write' | 'mixed'} dir  'mixed': reads and writes together
  * @returns {Measurement}
  */
 export function parseFioJson(text, dir) {
@@ -114,17 +128,51 @@ export function parseFioJson(text, dir) {
   const job = report.jobs?.[0];
   if (!job) throw new Error('fio JSON report has no job');
   if (job.error) throw new Error(`fio job ${job.jobname} failed with error ${job.error}`);
-  const side = job[dir];
-  if (!side || side.total_ios === 0) throw new Error(`fio job ${job.jobname} did no ${dir} I/O`);
-  const lat = side.lat_ns?.percentile;
-  const clat = side.clat_ns?.percentile;
-  if (!lat || !clat) throw new Error(`fio job ${job.jobname} reported no latency percentiles`);
+  const sides = (dir === 'mixed' ? ['read', 'write'] : [dir]).map((d) => job[d]).filter((side) => side && side.total_ios > 0);
+  if (sides.length === 0) throw new Error(`fio job ${job.jobname} did no ${dir === 'mixed' ? 'reads or writes' : dir} I/O`);
+  for (const side of sides) {
+    if (!side.lat_ns?.bins || !side.clat_ns?.bins) throw new Error(`fio job ${job.jobname} reported no latency histogram (json+)`);
+  }
+  const latNs = mergeBins(sides.map((side) => Object.entries(side.lat_ns.bins)));
+  const clatNs = mergeBins(sides.map((side) => Object.entries(side.clat_ns.bins)));
+  /** @param {(side: any) => number} get */
+  const sum = (get) => sides.reduce((total, side) => total + get(side), 0);
   return {
-    p50Us: lat['50.000000'] / 1000,
-    p99Us: lat['99.000000'] / 1000,
-    clatP50Us: clat['50.000000'] / 1000,
-    iops: side.iops,
-    mibps: side.bw_bytes / 2 ** 20,
-    ios: side.total_ios,
+    p50Us: percentile(latNs, 0.5) / 1000,
+    p99Us: percentile(latNs, 0.99) / 1000,
+    clatP50Us: percentile(clatNs, 0.5) / 1000,
+    iops: sum((side) => side.iops),
+    mibps: sum((side) => side.bw_bytes) / 2 ** 20,
+    ios: sum((side) => side.total_ios),
+    latNs,
   };
+}
+
+/**
+ * Several distributions (fio's bins as [nanoseconds, count] entries, or Bins) as one ascending list.
+ * @param {[string | number, number][][]} binSets
+ * @returns {Bins}
+ */
+export function mergeBins(binSets) {
+  /** @type {Map<number, number>} */
+  const counts = new Map();
+  for (const bins of binSets) for (const [ns, n] of bins) counts.set(Number(ns), (counts.get(Number(ns)) ?? 0) + n);
+  return [...counts].sort((a, b) => a[0] - b[0]);
+}
+
+/**
+ * The nearest-rank percentile of a distribution: the smallest bin that holds at least
+ * fraction q of the requests (fio reports its own percentiles the same way, from the same bins).
+ * @param {Bins} bins
+ * @param {number} q  0 < q <= 1
+ */
+export function percentile(bins, q) {
+  const total = bins.reduce((n, [, c]) => n + c, 0);
+  const rank = Math.max(1, Math.ceil(q * total));
+  let seen = 0;
+  for (const [ns, n] of bins) {
+    seen += n;
+    if (seen >= rank) return ns;
+  }
+  return bins.length ? bins[bins.length - 1][0] : 0;
 }

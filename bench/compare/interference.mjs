@@ -24,7 +24,7 @@ export function sampleCpu(serverPid) {
   // user nice system idle iowait irq softirq steal (guest time is already inside user)
   const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
   const busy = user + nice + system + irq + softirq + steal;
-  return { busy, total: busy + idle + iowait, own: processJiffies('self', true) + (serverPid ? processJiffies(String(serverPid), false) : 0) };
+  return { busy, total: busy + idle + iowait, own: (processJiffies('self', true) ?? 0) + (serverPid ? (processJiffies(String(serverPid), false) ?? 0) : 0) };
 }
 
 /**
@@ -57,16 +57,18 @@ export async function waitForIdle(maxSeconds, threshold = 0.25) {
 }
 
 /**
- * utime + stime (and the reaped children's, for ourselves) from /proc/PID/stat; 0 once gone.
+ * utime + stime (and the reaped children's, for ourselves) from /proc/PID/stat, in clock ticks;
+ * null once the process is gone.
  * @param {string} pid
  * @param {boolean} children
+ * @returns {number | null}
  */
-function processJiffies(pid, children) {
+export function processJiffies(pid, children) {
   let text;
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return 0;
+    return null;
   }
   // Fields after the command name, which is in parentheses and may contain spaces:
   // state(0) ... utime(11) stime(12) cutime(13) cstime(14).

@@ -16,6 +16,11 @@
  * fresh process answer its first couple of thousand requests two to four times slower) would
  * otherwise pay that in whichever job came first; a long-running server never pays it, and the
  * C servers lose nothing by the same warm-up.
+ *
+ * Except in the cold-start job, which measures exactly that: a fresh server's first requests
+ * with no warm-up (`attach` and `serve` usually start a fresh process per clone, and its first
+ * requests are what a booting guest waits for), then the same kind of pass again after the
+ * warm-up, on other offsets, so each tool's cold p50 compares with its own warm one.
  */
 
 const KiB = 1024;
@@ -28,13 +33,21 @@ const MiB = 1024 * KiB;
  * @property {string} id
  * @property {string} title
  * @property {'iops' | 'mibps'} rate  how the job's throughput is shown
- * @property {'p50' | 'rate'} headline  the figure the summary table shows for this job
+ * @property {'p50' | 'rate' | 'cold'} headline  the figure the summary table shows for this job ('cold': p50 and its ratio to the warm pass's)
  * @property {string} short  the summary table's column heading
+ * @property {boolean} [cold]  no warm-up before the measured pass (default: warm-up first)
  * @property {FioPass} [prepare]  run first, on the same fresh image and server, not measured
  * @property {FioPass} measure
+ * @property {FioPass} [reference]  measured after the warm-up that follows `measure`, on the same server (the cold-start job's warm pass)
  */
 
-export const JOB_IDS = ['write-first-qd1', 'rewrite-qd1', 'rewrite-qd16', 'randread-qd16', 'seqread-1m', 'seqwrite-1m'];
+export const JOB_IDS = ['write-first-qd1', 'rewrite-qd1', 'rewrite-qd16', 'randread-qd16', 'seqread-1m', 'seqwrite-1m', 'cold-start'];
+
+/**
+ * Requests in each of the cold-start job's passes, half writes and half reads (--quick: a
+ * quarter): about as many as a fresh V8 process needs before its request path is compiled.
+ */
+export const COLD_REQUESTS = 2000;
 
 /** The smallest stride the first-write job uses, whatever the tools' units. */
 export const MIN_STRIDE = 64 * KiB;
@@ -75,6 +88,12 @@ export function buildJobs(o) {
     name, rw: 'write', bs: 4 * KiB, stride, iodepth, ios: firstWrites, loops, size,
   });
   const seqIos = Math.floor(size / MiB);
+  // The cold pass and the warm one each get half the measured part, so no write of the warm
+  // pass lands where the cold one wrote (which would make some of them cheaper rewrites).
+  const half = Math.floor(size / 2 / MiB) * MiB;
+  const coldIos = quick ? COLD_REQUESTS / 4 : COLD_REQUESTS;
+  /** @type {(name: string, offset: number, end: number, seed: number) => FioPass} */
+  const mixed = (name, offset, end, seed) => ({ name, rw: 'randrw', bs: 4 * KiB, stride: 4 * KiB, iodepth: 1, ios: coldIos, offset, size: end, seed });
   return [
     {
       id: 'write-first-qd1',
@@ -128,6 +147,16 @@ export function buildJobs(o) {
       title: `Sequential 1 MiB write to a fresh overlay, QD4 (${seqIos} MiB, whole blocks)`,
       rate: 'mibps',
       measure: { name: 'seqwrite-1m', rw: 'write', bs: MiB, stride: MiB, iodepth: 4, ios: seqIos, size },
+    },
+    {
+      id: 'cold-start',
+      headline: 'cold',
+      short: 'cold start QD1, p50 × warm',
+      title: `Cold start, QD1: a fresh server's first ${coldIos} requests (4 KiB, random, half writes, half reads), no warm-up; then the same after the warm-up`,
+      rate: 'iops',
+      cold: true,
+      measure: mixed('cold-start', 0, half, 1),
+      reference: mixed('warm-start', half, 2 * half, 2),
     },
   ];
 }

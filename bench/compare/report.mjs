@@ -1,49 +1,15 @@
 // @ts-check
 /**
- * The run as people read it: one Markdown table per job (so it pastes into the README as is),
- * each tool's medians and its ratio to the floor (nbdkit's file plugin: the same server with no
- * copy-on-write). A latency ratio above 1 is slower than the floor; a rate ratio below 1 is.
- * Then the chain-depth variant and issue 5's targets for cowdisk, met or missed by how much.
+ * The run as people read it: a summary, the server's CPU time per request, then one Markdown
+ * table per job (so it pastes into the README as is), each tool's medians and its ratio to the
+ * floor (nbdkit's file plugin: the same server with no copy-on-write). A latency ratio above 1
+ * is slower than the floor; a rate ratio below 1 is. Then the chain-depth variant and cowdisk's
+ * targets (targets.mjs), met or missed by how much.
  */
+import { targets } from './targets.mjs';
 
 /** @typedef {import('./run.mjs').Result} Result */
-/** @typedef {import('./fio.mjs').Measurement} Measurement */
-
-/**
- * @typedef {object} Target
- * @property {string} name
- * @property {string} want  e.g. "<= 1.30"
- * @property {number | null} value  the measured ratio; null when a side was not measured
- * @property {boolean | null} met
- */
-
-/**
- * Issue 5's targets for one cowdisk configuration (the chain-depth variant runs with the default).
- * @param {Result} result
- * @param {string} [tool]  'cowdisk' (the default) or 'cowdisk-nopoll'
- * @returns {Target[]}
- */
-export function targets(result, tool = 'cowdisk') {
-  /** @param {string} tool @param {string} job */
-  const get = (tool, job) => result.results.find((r) => r.tool === tool && r.job === job)?.median ?? null;
-  /**
-   * @param {string} name @param {number | null | undefined} a @param {number | null | undefined} b
-   * @param {'<=' | '>='} op @param {number} bound
-   */
-  const target = (name, a, b, op, bound) => {
-    const value = a == null || b == null ? null : a / b;
-    const met = value === null ? null : op === '<=' ? value <= bound : value >= bound;
-    return { name, want: `${op} ${bound.toFixed(2)}`, value, met };
-  };
-  const chain = Array.isArray(result.chain) ? result.chain : [];
-  const depth = (/** @type {number} */ d) => chain.find((c) => c.depth === d)?.median;
-  return [
-    target('first-write p50 / floor', get(tool, 'write-first-qd1')?.p50Us, get('nbdkit-file', 'write-first-qd1')?.p50Us, '<=', 1.3),
-    target('rewrite p50 / floor', get(tool, 'rewrite-qd1')?.p50Us, get('nbdkit-file', 'rewrite-qd1')?.p50Us, '<=', 1.15),
-    target('QD16 rewrite IOPS / qemu-nbd qcow2 64K', get(tool, 'rewrite-qd16')?.iops, get('qemu-qcow2-64k', 'rewrite-qd16')?.iops, '>=', 1.5),
-    target('randread p50, 16-deep / 1-deep chain', tool === 'cowdisk' ? depth(16)?.p50Us : null, depth(1)?.p50Us, '<=', 1.1),
-  ];
-}
+/** @typedef {import('./run.mjs').Sample} Measurement */
 
 /**
  * @param {Result} result
@@ -69,10 +35,48 @@ export function renderText(result, command) {
   }
   for (const skip of result.skipped) out.push(`Not measured: ${skip.label}: ${skip.reason}.`);
   const floor = result.tools.some((t) => t.id === 'nbdkit-file') ? 'nbdkit-file' : null;
+
+  out.push('', '## Summary', '', `Each job's headline figure${floor ? ', and in brackets its ratio to the floor' : ''} (the cold start: its p50 and the ratio to the same tool's warm p50); the tables below have the rest.`, '');
+  out.push(...markdownTable(...summaryTable(result)));
+  out.push('', '## CPU per request', '', CPU_NOTE, '', ...markdownTable(...cpuTable(result)));
+
+  for (const job of result.jobs) {
+    out.push('', `## ${job.title}`, '');
+    out.push(...(job.headline === 'cold' ? coldTable(result, job.id) : jobTable(result, job, floor)));
+  }
+
+  out.push('', '## Random 4 KiB read through a cowdisk chain, QD16', '');
+  if (Array.isArray(result.chain)) {
+    const one = result.chain.find((c) => c.depth === 1)?.median;
+    const rows = result.chain.map((c) => {
+      const row = [`${c.depth}`, us(c.median.p50Us), us(c.median.p99Us), whole(c.median.iops), us(c.median.cpuUsPerIo)];
+      if (one) row.push(ratio(c.median.p50Us / one.p50Us), ratio(c.median.iops / one.iops));
+      return row;
+    });
+    out.push(...markdownTable(['layers under the overlay', 'p50 µs', 'p99 µs', 'IOPS', 'CPU µs/req', 'p50 × 1-deep', 'IOPS × 1-deep'], rows));
+  } else {
+    out.push(`Not measured: ${result.chain.skipped}.`);
+  }
+
+  const goals = targetTable(result);
+  if (goals) out.push('', '## Targets for cowdisk (issues 5 and 13)', '', ...markdownTable(...goals));
+  return out.join('\n') + '\n';
+}
+
+export const CPU_NOTE =
+  "The server process's user + system time (every thread) during each measured pass, divided by the pass's requests, in µs; for the cold start, its cold pass.";
+
+/** @typedef {[string[], string[][]]} Table  a heading row and the rows */
+
+/**
+ * Each tool's headline figure per job, with its ratio to the floor.
+ * @param {Result} result
+ * @returns {Table}
+ */
+export function summaryTable(result) {
+  const floor = result.tools.some((t) => t.id === 'nbdkit-file') ? 'nbdkit-file' : null;
   /** @param {string} tool @param {string} job */
   const get = (tool, job) => result.results.find((r) => r.tool === tool && r.job === job)?.median;
-
-  out.push('', '## Summary', '', `Each job's headline figure${floor ? ', and in brackets its ratio to the floor' : ''}; the tables below have the rest.`, '');
   /** @type {string[][]} */
   const summary = result.tools.map((tool) => [
     tool.label,
@@ -80,70 +84,97 @@ export function renderText(result, command) {
       const x = get(tool.id, job.id);
       const f = floor ? get(floor, job.id) : undefined;
       if (!x) return '';
+      if (job.headline === 'cold') return x.warm ? `${us(x.p50Us)} µs (${ratio(x.p50Us / x.warm.p50Us)})` : `${us(x.p50Us)} µs`;
       /** @param {Measurement} m */
       const value = (m) => (job.headline === 'p50' ? m.p50Us : job.rate === 'iops' ? m.iops : m.mibps);
       const text = job.headline === 'p50' ? `${us(x.p50Us)} µs` : whole(value(x));
       return f ? `${text} (${ratio(value(x) / value(f))})` : text;
     }),
   ]);
-  out.push(
-    ...markdownTable(
-      ['tool', ...result.jobs.map((j) => (j.headline === 'p50' ? j.short : `${j.short}, ${j.rate === 'iops' ? 'IOPS' : 'MiB/s'}`))],
-      summary,
-    ),
-  );
+  return [['tool', ...result.jobs.map((j) => (j.headline !== 'rate' ? j.short : `${j.short}, ${j.rate === 'iops' ? 'IOPS' : 'MiB/s'}`))], summary];
+}
 
-  for (const job of result.jobs) {
-    const rateName = job.rate === 'iops' ? 'IOPS' : 'MiB/s';
-    /** @param {Measurement} x */
-    const rate = (x) => (job.rate === 'iops' ? x.iops : x.mibps);
-    const base = floor && get(floor, job.id);
-    out.push('', `## ${job.title}`, '');
-    const head = ['tool', 'p50 µs', 'p99 µs', rateName];
-    if (base) head.push('p50 × floor', `${rateName} × floor`);
-    /** @type {string[][]} */
-    const rows = [];
-    for (const tool of result.tools) {
+/**
+ * The server's CPU time per request, each tool and job.
+ * @param {Result} result
+ * @returns {Table}
+ */
+export function cpuTable(result) {
+  /** @param {string} tool @param {string} job */
+  const get = (tool, job) => result.results.find((r) => r.tool === tool && r.job === job)?.median;
+  return [
+    ['tool', ...result.jobs.map((j) => j.id)],
+    result.tools.map((tool) => [tool.label, ...result.jobs.map((job) => {
       const x = get(tool.id, job.id);
-      if (!x) continue;
-      const row = [tool.label, us(x.p50Us), us(x.p99Us), whole(rate(x))];
-      if (base) row.push(ratio(x.p50Us / base.p50Us), ratio(rate(x) / rate(base)));
-      rows.push(row);
-    }
-    out.push(...markdownTable(head, rows));
-  }
+      return x ? us(x.cpuUsPerIo) : '';
+    })]),
+  ];
+}
 
-  out.push('', '## Random 4 KiB read through a cowdisk chain, QD16', '');
-  if (Array.isArray(result.chain)) {
-    const one = result.chain.find((c) => c.depth === 1)?.median;
-    const rows = result.chain.map((c) => {
-      const row = [`${c.depth}`, us(c.median.p50Us), us(c.median.p99Us), whole(c.median.iops)];
-      if (one) row.push(ratio(c.median.p50Us / one.p50Us), ratio(c.median.iops / one.iops));
-      return row;
-    });
-    out.push(...markdownTable(['layers under the overlay', 'p50 µs', 'p99 µs', 'IOPS', 'p50 × 1-deep', 'IOPS × 1-deep'], rows));
-  } else {
-    out.push(`Not measured: ${result.chain.skipped}.`);
-  }
-
+/**
+ * cowdisk's targets, one column per cowdisk configuration measured; null without cowdisk.
+ * @param {Result} result
+ * @returns {Table | null}
+ */
+export function targetTable(result) {
   const variants = result.tools.filter((t) => t.id === 'cowdisk' || t.id === 'cowdisk-nopoll');
-  if (variants.length === 0) return out.join('\n') + '\n';
-  out.push('', '## Targets for cowdisk (issue 5)', '');
+  if (variants.length === 0) return null;
   const perVariant = variants.map((v) => targets(result, v.id));
-  out.push(
-    ...markdownTable(
-      ['target', 'want', ...variants.map((v) => v.label)],
-      perVariant[0].map((t, i) => [
-        t.name,
-        t.want,
-        ...perVariant.map((ts) => {
-          const x = ts[i];
-          return x.value === null ? 'not measured' : `${x.value.toFixed(3)}× ${x.met ? 'met' : 'MISSED'}`;
-        }),
-      ]),
-    ),
-  );
-  return out.join('\n') + '\n';
+  return [
+    ['target', 'issue', 'want', ...variants.map((v) => v.label)],
+    perVariant[0].map((t, i) => [
+      t.name,
+      t.issue,
+      t.want,
+      ...perVariant.map((ts) => {
+        const x = ts[i];
+        return x.value === null ? 'not measured' : `${x.value.toFixed(3)}× ${x.met ? 'met' : 'MISSED'}`;
+      }),
+    ]),
+  ];
+}
+
+/**
+ * One job's table: every tool's p50, p99, rate and CPU per request, and the ratios to the floor.
+ * @param {Result} result
+ * @param {Result['jobs'][number]} job
+ * @param {string | null} floor
+ */
+function jobTable(result, job, floor) {
+  /** @param {string} tool */
+  const get = (tool) => result.results.find((r) => r.tool === tool && r.job === job.id)?.median;
+  const rateName = job.rate === 'iops' ? 'IOPS' : 'MiB/s';
+  /** @param {Measurement} x */
+  const rate = (x) => (job.rate === 'iops' ? x.iops : x.mibps);
+  const base = floor && get(floor);
+  const head = ['tool', 'p50 µs', 'p99 µs', rateName, 'CPU µs/req'];
+  if (base) head.push('p50 × floor', `${rateName} × floor`);
+  /** @type {string[][]} */
+  const rows = [];
+  for (const tool of result.tools) {
+    const x = get(tool.id);
+    if (!x) continue;
+    const row = [tool.label, us(x.p50Us), us(x.p99Us), whole(rate(x)), us(x.cpuUsPerIo)];
+    if (base) row.push(ratio(x.p50Us / base.p50Us), ratio(rate(x) / rate(base)));
+    rows.push(row);
+  }
+  return markdownTable(head, rows);
+}
+
+/**
+ * The cold-start job's table: the cold pass against the same tool's warm pass.
+ * @param {Result} result
+ * @param {string} jobId
+ */
+function coldTable(result, jobId) {
+  /** @type {string[][]} */
+  const rows = [];
+  for (const tool of result.tools) {
+    const x = result.results.find((r) => r.tool === tool.id && r.job === jobId)?.median;
+    if (!x?.warm) continue;
+    rows.push([tool.label, us(x.p50Us), us(x.p99Us), us(x.warm.p50Us), us(x.warm.p99Us), ratio(x.p50Us / x.warm.p50Us), us(x.cpuUsPerIo), us(x.warm.cpuUsPerIo)]);
+  }
+  return markdownTable(['tool', 'cold p50 µs', 'cold p99 µs', 'warm p50 µs', 'warm p99 µs', 'cold p50 × warm', 'CPU µs/req cold', 'CPU µs/req warm'], rows);
 }
 
 /** @param {string[]} head @param {string[][]} rows */

@@ -14,18 +14,24 @@ import { cpus, release, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { baseIdentity, makeRandomBase, warmPageCache } from './base.mjs';
 import { CHAIN_DEPTHS, buildChains, chainUnavailable, cloneAndServe, cowdiskNoPollTool, cowdiskTool } from './cowdisk.mjs';
-import { runFio } from './fio.mjs';
+import { mergeBins, runFio } from './fio.mjs';
 import { foreignCores, sampleCpu, waitForIdle } from './interference.mjs';
 import { MIN_STRIDE, buildJobs, chainReadPass, measuredSize, warmupPass } from './jobs.mjs';
 import { PEERS } from './peers.mjs';
+import { cpuSeconds } from './server-cpu.mjs';
 import { startServer } from './server.mjs';
 import { firstLine } from './tool.mjs';
 
 /** @typedef {import('./tool.mjs').Tool} Tool */
 /** @typedef {import('./tool.mjs').RunContext} RunContext */
 /** @typedef {import('./fio.mjs').Measurement} Measurement */
-/** @typedef {Measurement & { foreignCores: number }} Sample  a measurement and how busy others kept the machine meanwhile */
+/**
+ * @typedef {Measurement & { foreignCores: number, cpuUsPerIo: number, warm?: Sample }} Sample  a measurement, how busy
+ * others kept the machine meanwhile, the server's CPU time per request, and (cold-start job) the warm pass after it
+ */
 /** @typedef {import('./fio.mjs').FioPass} FioPass */
+/** @typedef {import('./jobs.mjs').Job} Job */
+/** @typedef {import('./server.mjs').RunningServer} RunningServer */
 /** @typedef {import('./server.mjs').Launch} Launch */
 
 /** Every tool, cowdisk first: the order of the table's rows. */
@@ -51,7 +57,7 @@ export const TOOLS = [cowdiskTool, cowdiskNoPollTool, ...PEERS];
  * @property {{ reps: number, quick: boolean, size: number, measured: number, stride: number }} settings
  * @property {{ id: string, label: string, role: string, version: string }[]} tools
  * @property {{ id: string, label: string, reason: string }[]} skipped
- * @property {{ id: string, title: string, short: string, rate: 'iops' | 'mibps', headline: 'p50' | 'rate' }[]} jobs
+ * @property {{ id: string, title: string, short: string, rate: 'iops' | 'mibps', headline: Job['headline'] }[]} jobs
  * @property {{ tool: string, job: string, reps: Sample[], median: Sample }[]} results
  * @property {{ depth: number, reps: Sample[], median: Sample }[] | { skipped: string }} chain
  */
@@ -90,7 +96,7 @@ export async function compare(options, progress) {
       for (const job of jobs) {
         for (const tool of rotate(tools, rep)) {
           options.signal?.throwIfAborted();
-          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), [warmup, ...(job.prepare ? [job.prepare] : [])], job.measure, options.waitIdle, filesIn(dir));
+          const m = await measure(dir, `${++seq}`, (jobDir) => tool.fresh(runCtx, jobDir), job, warmup, options.waitIdle, filesIn(dir));
           const row = /** @type {Result['results'][number]} */ (results.find((r) => r.tool === tool.id && r.job === job.id));
           row.reps.push(m);
           progress(`rep ${rep + 1}/${options.reps}  ${job.id.padEnd(15)} ${tool.id.padEnd(19)} ${describe(m, job.rate)}`);
@@ -121,30 +127,33 @@ export async function compare(options, progress) {
 }
 
 /**
- * One measurement on a fresh image: serve it, run the unmeasured passes (warm-up, preparation),
- * then the measured one, stop the server, remove everything.
+ * One measurement on a fresh image: serve it, run the unmeasured passes (the warm-up, unless the
+ * job is the cold start; its preparation), then the measured one, and for the cold start the
+ * warm-up and the warm pass after it; stop the server, remove everything.
  * @param {string} runDir
  * @param {string} name  the job directory's name (kept short: the socket path is bounded)
  * @param {(jobDir: string) => Promise<Launch> | Launch} fresh
- * @param {FioPass[]} unmeasured
- * @param {FioPass} pass
+ * @param {Pick<Job, 'cold' | 'prepare' | 'measure' | 'reference'>} job
+ * @param {FioPass} warmup
  * @param {number} waitIdle  see Options
  * @param {string[]} shared  the files the image reads through to, kept in the page cache
  * @returns {Promise<Sample>}
  */
-async function measure(runDir, name, fresh, unmeasured, pass, waitIdle, shared) {
+async function measure(runDir, name, fresh, job, warmup, waitIdle, shared) {
   const jobDir = join(runDir, name);
   mkdirSync(jobDir);
   try {
     const launch = await fresh(jobDir);
     const server = await startServer(launch, join(jobDir, 'nbd.sock'), jobDir);
     try {
-      for (const p of unmeasured) await runFio(p, server.uri, join(jobDir, `${p.name}.json`));
-      if (waitIdle > 0) await waitForIdle(waitIdle);
-      warmPageCache(shared);
-      const before = sampleCpu(server.pid);
-      const m = await runFio(pass, server.uri, join(jobDir, 'fio.json'));
-      return { ...m, foreignCores: foreignCores(before, sampleCpu(server.pid)) };
+      /** @param {FioPass} p */
+      const unmeasured = (p) => runFio(p, server.uri, join(jobDir, `${p.name}.json`));
+      if (!job.cold) await unmeasured(warmup);
+      if (job.prepare) await unmeasured(job.prepare);
+      const m = await measuredPass(server, job.measure, jobDir, waitIdle, shared);
+      if (!job.reference) return m;
+      await unmeasured(warmup);
+      return { ...m, warm: await measuredPass(server, job.reference, jobDir, waitIdle, shared) };
     } finally {
       await server.stop();
     }
@@ -152,6 +161,27 @@ async function measure(runDir, name, fresh, unmeasured, pass, waitIdle, shared) 
     rmSync(jobDir, { recursive: true, force: true });
     await syncFileSystem(runDir);
   }
+}
+
+/**
+ * A measured pass: once the machine is quiet (up to waitIdle) and the shared files are in the
+ * page cache, fio's figures, how much other work ran meanwhile, and the server's CPU time.
+ * @param {RunningServer} server
+ * @param {FioPass} pass
+ * @param {string} jobDir
+ * @param {number} waitIdle
+ * @param {string[]} shared
+ * @returns {Promise<Sample>}
+ */
+async function measuredPass(server, pass, jobDir, waitIdle, shared) {
+  if (waitIdle > 0) await waitForIdle(waitIdle);
+  warmPageCache(shared);
+  const before = sampleCpu(server.pid);
+  const cpuBefore = cpuSeconds(server.pid);
+  const m = await runFio(pass, server.uri, join(jobDir, `${pass.name}.json`));
+  const cpuAfter = cpuSeconds(server.pid);
+  if (cpuBefore === null || cpuAfter === null) throw new Error(`the server (PID ${server.pid}) exited during ${pass.name}`);
+  return { ...m, foreignCores: foreignCores(before, sampleCpu(server.pid)), cpuUsPerIo: ((cpuAfter - cpuBefore) * 1e6) / m.ios };
 }
 
 /**
@@ -203,7 +233,7 @@ async function measureChain(runCtx, options, progress) {
     for (const row of rotate(rows, rep)) {
       options.signal?.throwIfAborted();
       const parent = /** @type {string} */ (parents.get(row.depth));
-      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), [warmupPass(options)], pass, options.waitIdle, filesIn(chainDir));
+      const m = await measure(runCtx.dir, `chain-${row.depth}`, (jobDir) => cloneAndServe(parent, jobDir), { measure: pass }, warmupPass(options), options.waitIdle, filesIn(chainDir));
       row.reps.push(m);
       progress(`rep ${rep + 1}/${options.reps}  chain depth ${String(row.depth).padEnd(3)} ${describe(m, 'iops')}`);
     }
@@ -247,7 +277,8 @@ export function rotate(items, by) {
 }
 
 /**
- * Each metric's median over the repetitions (the middle pair's mean for an even count).
+ * Each metric's median over the repetitions (the middle pair's mean for an even count); the
+ * latency distribution is every repetition's pooled.
  * @param {Sample[]} reps
  * @returns {Sample}
  */
@@ -258,6 +289,7 @@ export function median(reps) {
     const h = Math.floor(v.length / 2);
     return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
   };
+  const warm = reps.flatMap((m) => (m.warm ? [m.warm] : []));
   return {
     p50Us: mid((m) => m.p50Us),
     p99Us: mid((m) => m.p99Us),
@@ -266,13 +298,17 @@ export function median(reps) {
     mibps: mid((m) => m.mibps),
     ios: mid((m) => m.ios),
     foreignCores: mid((m) => m.foreignCores),
+    cpuUsPerIo: mid((m) => m.cpuUsPerIo),
+    latNs: mergeBins(reps.map((m) => m.latNs)),
+    ...(warm.length === reps.length && warm.length > 0 ? { warm: median(warm) } : {}),
   };
 }
 
 /** @param {Sample} m @param {'iops' | 'mibps'} rate */
 function describe(m, rate) {
   const r = rate === 'iops' ? `${Math.round(m.iops)} IOPS` : `${m.mibps.toFixed(0)} MiB/s`;
-  return `p50 ${m.p50Us.toFixed(1)} µs  p99 ${m.p99Us.toFixed(1)} µs  ${r}  (others used ${m.foreignCores.toFixed(2)} cores)`;
+  const warm = m.warm ? `  warm p50 ${m.warm.p50Us.toFixed(1)} µs` : '';
+  return `p50 ${m.p50Us.toFixed(1)} µs  p99 ${m.p99Us.toFixed(1)} µs  ${r}  CPU ${m.cpuUsPerIo.toFixed(1)} µs/req${warm}  (others used ${m.foreignCores.toFixed(2)} cores)`;
 }
 
 function machine() {

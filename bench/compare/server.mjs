@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { listeningPid } from './server-cpu.mjs';
 
 /** A Unix socket path longer than this does not fit in sockaddr_un. */
 const MAX_SOCKET_PATH = 107;
@@ -28,7 +29,7 @@ const STOP_TIMEOUT_MS = 10_000;
 
 /**
  * @typedef {object} RunningServer
- * @property {number} pid
+ * @property {number} pid  the process that accepts on the socket (whose CPU time is the server's)
  * @property {string} uri  the NBD URI for fio and libnbd clients
  * @property {() => Promise<void>} stop
  */
@@ -94,8 +95,15 @@ export async function startServer(launch, socketPath, logDir) {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   const name = encodeURIComponent(launch.exportName ?? '');
+  let pid;
+  try {
+    pid = listeningPid(/** @type {number} */ (child.pid), socketPath);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
   return {
-    pid: /** @type {number} */ (child.pid),
+    pid,
     uri: `nbd+unix:///${name}?socket=${socketPath}`,
     stop,
   };

@@ -12,6 +12,8 @@
  * waits for the disk in milliseconds), so equal-width buckets would put nearly everything in one.
  */
 
+import { cdfFromSamples, type CdfPoint } from './cdf-plot.js';
+
 /** The bucket edges within one decade, times 10^k. */
 const EDGES = [1, 1.5, 2, 3, 5, 7] as const;
 
@@ -41,13 +43,15 @@ export interface LatencySummary {
   latencyUs: LatencyPercentiles;
   /** From the fastest request's bucket to the slowest's, empty buckets between them included. */
   histogram: HistogramBucket[];
+  /** The distribution for a plot: [latency µs, fraction of requests at or under it], every percent and the tail finer. */
+  cdf: CdfPoint[];
 }
 
 /** Summarises per-request latencies (nanoseconds) measured over `seconds` of wall time. */
 export function summarize(latenciesNs: Float64Array, seconds: number): LatencySummary {
   const count = latenciesNs.length;
   if (count === 0) {
-    return { count, seconds, iops: 0, latencyUs: { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 }, histogram: [] };
+    return { count, seconds, iops: 0, latencyUs: { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 }, histogram: [], cdf: [] };
   }
   const sorted = Float64Array.from(latenciesNs, (ns) => ns / 1000).sort();
   const rank = (q: number): number => sorted[Math.max(0, Math.ceil(q * count) - 1)];
@@ -59,6 +63,7 @@ export function summarize(latenciesNs: Float64Array, seconds: number): LatencySu
     iops: seconds > 0 ? count / seconds : 0,
     latencyUs: { p50: rank(0.5), p90: rank(0.9), p99: rank(0.99), max: sorted[count - 1], mean: total / count },
     histogram: histogram(sorted),
+    cdf: cdfFromSamples(sorted),
   };
 }
 

@@ -20,7 +20,7 @@ import { rename, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Option, type Command } from 'commander';
-import { attach, CowdiskError, ErrorCode, ioError, isCowdiskError, openImage, parseDevice, type Attachment } from '../index.js';
+import { attach, CowdiskError, ErrorCode, ioError, isCowdiskError, openImage, parseDevice, warmUpRequestPath, type Attachment } from '../index.js';
 import { formatOption, type FormatCliValue } from './format-option.js';
 import { printDevices } from './devices.js';
 import { parseCount } from './size.js';
@@ -149,6 +149,9 @@ async function attachImage(request: AttachRequest): Promise<{ attachment: Attach
 
 async function attachDevice(request: AttachRequest): Promise<{ attachment: Attachment; line: string }> {
   const started = performance.now();
+  // The kernel's first requests (partition scan, the file system's mount) should not wait for V8
+  // to compile the request path (bench/warm-up.ts).
+  await warmUpRequestPath({ pollMicros: request.pollMicros });
   const attachment = await attach({
     image: request.image,
     openExport: async () => ({

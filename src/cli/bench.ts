@@ -5,8 +5,9 @@
  * Ctrl-C / SIGTERM stop the run between requests; the clone and the server are cleaned up and
  * the exit code is 130. A second signal exits at once, and the temporary directory still goes.
  */
+import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { BenchInterrupted, DEFAULT_COUNT, MAX_QUEUE_DEPTH, runBench, WARMUP_REQUESTS, type BenchResult, type HistogramBucket, type LatencySummary } from '../index.js';
+import { BenchInterrupted, DEFAULT_COUNT, ioError, MAX_QUEUE_DEPTH, renderCdfSvg, runBench, WARMUP_REQUESTS, type BenchResult, type HistogramBucket, type LatencySummary } from '../index.js';
 import { count, formatTable, printJson, printLines } from './output.js';
 import { countOption, formatSize, sizeOption } from './size.js';
 
@@ -21,6 +22,7 @@ interface BenchCliOptions {
   dir?: string;
   engine?: boolean;
   json?: boolean;
+  plot?: string;
 }
 
 export function register(program: Command): void {
@@ -35,6 +37,7 @@ export function register(program: Command): void {
     .option('--dir <path>', 'where to put the temporary clone and socket (default: the system temp dir); its file system is the one measured')
     .option('--engine', 'measure the engine alone: BlockDevice calls in this process, no NBD')
     .option('--json', 'print JSON for scripts')
+    .option('--plot <file.svg>', 'also draw both passes\' latency distributions (CDF, log scale) as a self-contained SVG file')
     .addHelpText(
       'after',
       `
@@ -60,7 +63,8 @@ How:
 Examples:
   $ cowdisk bench base.snap
   $ cowdisk bench --queue-depth 16 --count 8000 base.snap
-  $ cowdisk bench --engine --sub-blocks 1 --json base.snap | jq .firstWrite.latencyUs`,
+  $ cowdisk bench --engine --sub-blocks 1 --json base.snap | jq .firstWrite.latencyUs
+  $ cowdisk bench --plot latency.svg base.snap`,
     )
     .action(async (image: string, options: BenchCliOptions) => {
       const controller = new AbortController();
@@ -81,6 +85,7 @@ Examples:
           engine: options.engine,
           signal: controller.signal,
         });
+        if (options.plot !== undefined) writePlot(options.plot, result);
         if (options.json) printJson(result);
         else printLines(render(result));
       } catch (err) {
@@ -92,6 +97,24 @@ Examples:
         process.off('SIGTERM', onSignal);
       }
     });
+}
+
+/** First write against rewrite, one CDF each. */
+function writePlot(file: string, r: BenchResult): void {
+  const svg = renderCdfSvg(
+    [
+      { label: `first write (p50 ${formatUs(r.firstWrite.latencyUs.p50)})`, points: r.firstWrite.cdf },
+      { label: `rewrite (p50 ${formatUs(r.rewrite.latencyUs.p50)})`, points: r.rewrite.cdf },
+    ],
+    {
+      title: `cowdisk bench ${r.image}: ${r.workload.count} writes of ${formatSize(r.workload.ioSize)} per pass at queue depth ${r.workload.queueDepth}, ${r.mode === 'engine' ? 'the engine alone' : 'through NBD'}`,
+    },
+  );
+  try {
+    fs.writeFileSync(file, svg);
+  } catch (err) {
+    throw ioError(err, file, 'writing the plot');
+  }
 }
 
 function render(r: BenchResult): string[] {

@@ -22,7 +22,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
-import { CowdiskError, DEFAULT_POLL_US, ErrorCode, loadTlsCredentials, NbdServer, openImage, type Image, type ListenOptions, type TlsCredentials, type TlsMode } from '../index.js';
+import { CowdiskError, DEFAULT_POLL_US, ErrorCode, loadTlsCredentials, NbdServer, openImage, warmUpRequestPath, type Image, type ListenOptions, type TlsCredentials, type TlsMode } from '../index.js';
 import { formatOption, type FormatCliValue } from './format-option.js';
 import { count } from './output.js';
 import { parseCount } from './size.js';
@@ -218,6 +218,8 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
   process.on('SIGTERM', stop);
   try {
     try {
+      // A fresh process would answer its first requests several times slower (bench/warm-up.ts).
+      await warmUpRequestPath({ pollMicros });
       await server.listen(listen);
     } catch (err) {
       await server.close().catch(() => {});

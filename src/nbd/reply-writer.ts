@@ -28,6 +28,8 @@ export class ReplyWriter {
   /** Start of the arena bytes written since the last cut. */
   private segment = 0;
   private queue: Buffer[] = [];
+  /** What to run once the queued pieces are in the kernel's hands (see afterSent). */
+  private releases: Array<() => void> = [];
   private scheduled = false;
   private readonly flushLater = (): void => {
     this.scheduled = false;
@@ -38,7 +40,7 @@ export class ReplyWriter {
 
   /** Whether anything waits to be written. */
   get pending(): boolean {
-    return this.pos > this.segment || this.queue.length > 0;
+    return this.pos > this.segment || this.queue.length > 0 || this.releases.length > 0;
   }
 
   /** Simple reply: magic, error, handle. */
@@ -93,21 +95,38 @@ export class ReplyWriter {
     for (let i = 0; i < pairs.length; i++) this.arena.writeUInt32BE(pairs[i], at + 4 + i * 4);
   }
 
+  /**
+   * Runs `done` once everything queued so far has been handed to the kernel: then a read buffer
+   * queued by reference may be reused. Never, if the connection goes first (the buffer is then
+   * simply left to the garbage collector).
+   */
+  afterSent(done: () => void): void {
+    this.releases.push(done);
+  }
+
   /** Hands everything queued to the socket in one corked batch. */
   flush(): void {
     this.cut();
     const queue = this.queue;
-    if (queue.length === 0) return;
+    const releases = this.releases;
+    if (queue.length === 0 && releases.length === 0) return;
     this.queue = [];
+    this.releases = [];
     this.queuedBytes = 0;
     const socket = this.socket;
     if (socket.destroyed) return;
+    // Writes complete in order, so the last one's callback covers the whole batch.
+    const sent = releases.length === 0 ? undefined : () => releases.forEach((release) => release());
+    if (queue.length === 0) {
+      sent!();
+      return;
+    }
     if (queue.length === 1) {
-      socket.write(queue[0]);
+      socket.write(queue[0], sent);
       return;
     }
     socket.cork();
-    for (const piece of queue) socket.write(piece);
+    for (let i = 0; i < queue.length; i++) socket.write(queue[i], i === queue.length - 1 ? sent : undefined);
     socket.uncork();
   }
 
@@ -121,6 +140,7 @@ export class ReplyWriter {
   /** Forgets what is queued (the connection is gone). */
   discard(): void {
     this.queue = [];
+    this.releases = [];
     this.queuedBytes = 0;
     this.segment = this.pos;
   }

@@ -25,6 +25,7 @@ import { errorMessage, nbdErrno, pastEndErrno } from './errno.js';
 import { blockSizes, isReadOnly } from './exports.js';
 import type { ReceiveBuffer } from './framing.js';
 import type { Session } from './handshake.js';
+import { BufferPool } from './buffer-pool.js';
 import { descriptors, type MetaContext } from './meta-context.js';
 import { readU64 } from './u64.js';
 import type { ReplyWriter } from './reply-writer.js';
@@ -89,6 +90,8 @@ export class Transmission {
   /** Why the last validation failed, for the error message of a structured reply. */
   private why = '';
   private cacheScratch: Buffer | undefined;
+  /** Large read buffers, reused once their reply is sent (buffer-pool.ts). */
+  private readonly buffers = new BufferPool();
 
   constructor(
     private readonly host: TransmissionHost,
@@ -265,17 +268,27 @@ export class Transmission {
       else w.simple(handleHi, handleLo, 0);
       return;
     }
-    if (!this.structured || (flags & CmdFlag.DF) !== 0 || length < HOLE_READ_MIN || !this.extents) {
-      const buf = Buffer.allocUnsafe(length);
-      await this.device.read(buf, offset);
+    // From the pool, back to it once the reply is sent, or at once if the read fails.
+    const buf = this.buffers.take(length);
+    let runs: number[] | undefined;
+    try {
+      if (!this.structured || (flags & CmdFlag.DF) !== 0 || length < HOLE_READ_MIN || !this.extents) {
+        await this.device.read(buf, offset);
+      } else {
+        runs = zeroRuns(await this.device.extents(offset, length), offset, length);
+        for (let i = 0; i < runs.length; i += 3) {
+          if (runs[i + 2] === 0) await this.device.read(buf.subarray(runs[i] - offset, runs[i + 1] - offset), runs[i]);
+        }
+      }
+    } catch (err) {
+      this.buffers.give(buf);
+      throw err;
+    }
+    w.afterSent(() => this.buffers.give(buf));
+    if (runs === undefined) {
       if (this.structured) w.offsetData(handleHi, handleLo, offset, buf, true);
       else w.simpleRead(handleHi, handleLo, buf);
       return;
-    }
-    const runs = zeroRuns(await this.device.extents(offset, length), offset, length);
-    const buf = Buffer.allocUnsafe(length);
-    for (let i = 0; i < runs.length; i += 3) {
-      if (runs[i + 2] === 0) await this.device.read(buf.subarray(runs[i] - offset, runs[i + 1] - offset), runs[i]);
     }
     for (let i = 0; i < runs.length; i += 3) {
       const start = runs[i];

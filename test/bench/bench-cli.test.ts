@@ -13,6 +13,7 @@ import { summarize } from '../../src/bench/latency.js';
 import { measuredOffset, planWrites, warmupOffset } from '../../src/bench/workload.js';
 import { ErrorCode } from '../../src/errors.js';
 import { REPO } from '../helpers/cli.js';
+import { readXml } from '../helpers/xml.js';
 import { KiB, MiB, cowdisk, json, ok, scratchDir, writeRaw } from '../cli/fixtures.js';
 
 const { at } = scratchDir();
@@ -36,6 +37,7 @@ interface Summary {
   iops: number;
   latencyUs: { p50: number; p90: number; p99: number; max: number; mean: number };
   histogram: { fromUs: number; toUs: number; count: number }[];
+  cdf: [number, number][];
 }
 
 function expectSummary(s: Summary, count: number): void {
@@ -52,6 +54,13 @@ function expectSummary(s: Summary, count: number): void {
   }
   expect(s.histogram[0].fromUs).toBeLessThanOrEqual(Math.min(p50, max));
   expect(s.histogram[s.histogram.length - 1].toUs).toBeGreaterThan(max);
+  // The plot's distribution: ascending, from the fastest request to the slowest (all of them).
+  const cdf = s.cdf;
+  expect(cdf[cdf.length - 1]).toEqual([max, 1]);
+  for (let i = 1; i < cdf.length; i++) {
+    expect(cdf[i][0]).toBeGreaterThan(cdf[i - 1][0]);
+    expect(cdf[i][1]).toBeGreaterThan(cdf[i - 1][1]);
+  }
 }
 
 beforeAll(async () => {
@@ -97,6 +106,19 @@ describe('cowdisk bench', () => {
     expect(sha256(at('vm.cow'))).toBe(before);
     expect(statSync(at('vm.cow')).mtimeMs).toBe(mtime);
     expect((await json(['info', at('vm.cow')])).dirty).toBe(false);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('--plot draws both passes as a well-formed SVG, a line each', async () => {
+    const dir = workDir('run-plot');
+    const plot = at('plot.svg');
+    await ok(['bench', at('base.snap'), '--count', '20', '--dir', dir, '--plot', plot]);
+    const svg = readXml(plot);
+    expect(svg.root).toBe('svg');
+    const lines = svg.paths[''];
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^first write \(p50 [\d.]+ µs\)$/);
+    expect(lines[1]).toMatch(/^rewrite \(p50 [\d.]+ µs\)$/);
     expect(readdirSync(dir)).toEqual([]);
   });
 
@@ -238,6 +260,11 @@ describe('the figures behind the report', () => {
     const s = summarize(ns, 2);
     expect(s.latencyUs).toEqual({ p50: 500, p90: 900, p99: 990, max: 1000, mean: 500.5 });
     expect(s.iops).toBe(500);
+    // The plot's CDF takes the same ranks: every percent, then 99.5%, 99.9% and the slowest.
+    expect(s.cdf).toHaveLength(103);
+    expect(s.cdf.slice(0, 2)).toEqual([[1, 0.001], [10, 0.01]]);
+    expect(s.cdf.find(([, f]) => f === 0.5)).toEqual([500, 0.5]);
+    expect(s.cdf.slice(-3)).toEqual([[995, 0.995], [999, 0.999], [1000, 1]]);
   });
 
   it('histogram buckets are log-scale with readable edges; an exact edge opens its bucket', () => {

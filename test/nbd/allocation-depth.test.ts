@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { cloneImage } from '../../src/image/create.js';
+import { cloneImage } from '../../src/ops/create.js';
 import { MiB, serveImages, tempDir } from '../helpers/nbd-images.js';
 import type { TestServer } from '../helpers/nbd-server.js';
 import { run, tool } from '../helpers/nbd-tools.js';

@@ -1,10 +1,11 @@
 /**
  * The poller keeps the event loop turning after a reply for its window, and adapts the window to
  * the gaps a client leaves: it grows to cover a gap it just missed (within the maximum) and halves
- * after gaps too long to poll for. The clock and the next-turn queue are driven by hand.
+ * after gaps too long to poll for; it holds off after losing its core in the middle of a spin.
+ * The clock and the next-turn queue are driven by hand.
  */
 import { describe, expect, test } from 'vitest';
-import { Poller, type PollerClock } from '../../src/nbd/poller.js';
+import { HOLD_MAX_MS, HOLD_MIN_MS, PREEMPTED_MS, Poller, type PollerClock } from '../../src/nbd/poller.js';
 
 /** A clock in milliseconds and a queue of deferred tasks; each turn advances time by one microsecond. */
 class ManualClock implements PollerClock {
@@ -110,5 +111,65 @@ describe('Poller', () => {
     clock.time += before / 2000;
     poller.arrived();
     expect(poller.windowMicros).toBe(before);
+  });
+
+  test('a missed gap grows the window to cover it with a quarter to spare, not to double', () => {
+    const clock = new ManualClock();
+    const poller = new Poller(1000, clock);
+    poller.answered();
+    const polled = clock.untilQuiet();
+    clock.sleep(8);
+    poller.arrived();
+    expect(poller.windowMicros).toBeCloseTo((polled + 8) * 1.25, 0);
+    expect(poller.windowMicros).toBeLessThan(polled * 2);
+  });
+
+  test('a spin that loses its core holds polling off, longer each time, and a clean spin shortens the hold', () => {
+    const clock = new ManualClock();
+    const poller = new Poller(200, clock);
+    const losing = (): void => {
+      poller.answered();
+      clock.time += PREEMPTED_MS * 2; // off the core: the next turn comes late, with no request in between
+      clock.untilQuiet();
+    };
+    losing();
+    expect(poller.backedOff).toBe(true);
+    poller.answered();
+    expect(clock.queue.length).toBe(0); // held off: no spin
+    const holds: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const from = clock.time;
+      while (poller.backedOff) clock.time += 1;
+      holds.push(clock.time - from);
+      losing();
+    }
+    expect(holds[0]).toBeGreaterThanOrEqual(HOLD_MIN_MS - 1);
+    expect(holds[1]).toBeGreaterThan(holds[0] * 1.5);
+    expect(Math.max(...holds)).toBeLessThanOrEqual(HOLD_MAX_MS + 1);
+    // Spins that run their window untouched halve the hold back.
+    while (poller.backedOff) clock.time += 1;
+    for (let i = 0; i < 10; i++) {
+      poller.answered();
+      clock.untilQuiet();
+    }
+    losing();
+    const from = clock.time;
+    while (poller.backedOff) clock.time += 1;
+    expect(clock.time - from).toBeLessThanOrEqual(HOLD_MIN_MS + 1);
+  });
+
+  test('a long turn that did work (a request arrived, or a reply went out) is not a lost core', () => {
+    const clock = new ManualClock();
+    const poller = new Poller(200, clock);
+    poller.answered();
+    clock.time += PREEMPTED_MS * 4;
+    poller.arrived(); // a big request came in and took its time
+    clock.untilQuiet();
+    expect(poller.backedOff).toBe(false);
+    poller.answered();
+    clock.time += PREEMPTED_MS * 4;
+    poller.answered(); // another reply after long work in the same turn
+    clock.untilQuiet();
+    expect(poller.backedOff).toBe(false);
   });
 });

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { CowdiskError } from '../../src/errors.js';
-import { cloneImage } from '../../src/image/create.js';
+import { cloneImage } from '../../src/ops/create.js';
 import { openImage } from '../../src/image/open.js';
 import { loadTlsCredentials, NbdServer, parsePskFile, type TlsSettings } from '../../src/nbd/index.js';
 import { makeChain, MiB, type Chain } from '../helpers/nbd-images.js';
