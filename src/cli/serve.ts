@@ -18,10 +18,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { CowdiskError, DEFAULT_POLL_US, ErrorCode, NbdServer, openImage, type Image, type ListenOptions } from '../index.js';
+import { CowdiskError, DEFAULT_POLL_US, ErrorCode, NbdServer, openImage, prefetch, type Image, type ListenOptions, type Prefetch } from '../index.js';
 import { formatOption, type FormatCliValue } from './format-option.js';
 import { count } from './output.js';
-import { parseCount } from './size.js';
+import { formatSize, parseCount, sizeOption } from './size.js';
 
 interface ServeCliOptions {
   socket?: string;
@@ -33,6 +33,8 @@ interface ServeCliOptions {
   format?: FormatCliValue;
   pollUs: string;
   handshakeTimeout: string;
+  prefetch?: boolean;
+  prefetchRate: number;
 }
 
 interface ExportArg {
@@ -58,6 +60,8 @@ export function register(program: Command): void {
       'after answering, keep polling for the next request up to this many microseconds (adapts to the client; 0 never polls: lowest CPU, higher latency)',
       String(DEFAULT_POLL_US),
     )
+    .option('--prefetch', 'fill the layer cache with every lazily cloned layer beneath the images, in the background, clients first')
+    .option('--prefetch-rate <size>', 'bytes per second --prefetch fetches at most', sizeOption('--prefetch-rate'), 16 * 1024 * 1024)
     .addHelpText(
       'after',
       `
@@ -80,7 +84,8 @@ Examples:
       const maxConnections = options.maxConnections === undefined ? undefined : parseCount(options.maxConnections, '--max-connections', 1);
       const pollMicros = parseCount(options.pollUs, '--poll-us', 0);
       const handshakeTimeout = parseCount(options.handshakeTimeout, '--handshake-timeout', 0) * 1000;
-      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, format: options.format });
+      const prefetchRate = options.prefetch ? options.prefetchRate : undefined;
+      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, format: options.format, prefetchRate });
     });
 }
 
@@ -123,9 +128,11 @@ interface ServeSettings {
   /** Milliseconds; 0: no limit. */
   handshakeTimeout: number;
   format: FormatCliValue;
+  /** Bytes per second for --prefetch; undefined: no prefetch. */
+  prefetchRate: number | undefined;
 }
 
-async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, format }: ServeSettings): Promise<void> {
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, format, prefetchRate }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
     for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly, format }));
@@ -147,6 +154,7 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
   // Signals are caught before listening, so a client that connects at once can never see the
   // process die without closing its images.
   let stopping: Promise<void> | undefined;
+  let prefetching: Prefetch | undefined;
   let stop!: (signal: string) => void;
   const stopped = new Promise<void>((resolve, reject) => {
     stop = (signal) => {
@@ -155,7 +163,7 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
         process.exit(1);
       }
       process.stderr.write(`cowdisk: ${signal}: finishing in-flight requests and closing the images\n`);
-      stopping = server.close();
+      stopping = (prefetching?.stop() ?? Promise.resolve()).then(() => server.close());
       stopping.then(resolve, reject);
     };
   });
@@ -172,10 +180,24 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     process.stdout.write(`${uris.join('\n')}\n`);
     const names = exportArgs.map((e, i) => `${e.name}${i === 0 ? ' (default)' : ''}`).join(', ');
     process.stderr.write(`cowdisk: serving ${names} on ${server.addresses()[0]}${readOnly ? ', read-only' : ''}; Ctrl-C stops\n`);
+    if (prefetchRate !== undefined) prefetching = startPrefetch(images, prefetchRate);
     await stopped;
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
   process.stderr.write('cowdisk: stopped; every image closed cleanly\n');
+}
+
+/** --prefetch: fills the cache in the background, saying on stderr when a layer is whole or a fill failed. */
+function startPrefetch(images: Image[], rate: number): Prefetch {
+  const say = (text: string) => process.stderr.write(`cowdisk: prefetch: ${text}\n`);
+  const started = prefetch(images, {
+    rate,
+    onWhole: (layer) => say(`${layer.identity} is whole in the cache (${layer.path})`),
+    onError: (layer, err, retryMs) => say(`${layer.identity}: ${(err as Error).message}; trying again in ${Math.round(retryMs / 1000)} s`),
+  });
+  say(started.layers === 0 ? 'no lazily cloned layer to fill' : `filling ${count(started.layers, 'lazily cloned layer')} at up to ${formatSize(rate)}/s`);
+  void started.done.then((whole) => whole && started.layers > 0 && say('every lazily cloned layer is whole in the cache'));
+  return started;
 }
