@@ -15,20 +15,25 @@
  *   fetched meanwhile is not fetched twice. (Two processes missing the same piece at the same
  *   instant may both fetch it; both write the same verified bytes.)
  *
- * In memory a slot may also be 2, "settled": nothing to fetch (a zero block), known to this
- * process only and never written.
+ * In memory a slot may also be "settled": nothing to fetch (a zero block); or "held": fetched,
+ * verified and written by this process, which reads it from the copy at once, while its mark
+ * waits for the sync (other processes may fetch it meanwhile; a crash loses only the mark).
+ * Neither is ever written as such.
  */
 import type { BlockFile, FileSystem } from '../io/file.js';
 
 const ABSENT = 0;
 const PRESENT = 1;
 const SETTLED = 2;
+const HELD = 3;
 /** Marks read per pread when the whole map is loaded. */
 const LOAD_CHUNK = 1024 * 1024;
 
 export class PresentMap {
-  /** Pieces marked present (1), in this process's view. */
+  /** Pieces marked present in the file, as far as this process knows. */
   marked = 0;
+  /** Pieces held: this process's, their marks not written yet. */
+  held = 0;
 
   private constructor(
     private readonly file: BlockFile,
@@ -48,19 +53,23 @@ export class PresentMap {
     return map;
   }
 
-  /** Whether slot `index` needs no fetch: present, or settled. */
+  /** Whether slot `index` needs no fetch: present, held, or settled. */
   has(index: number): boolean {
     return this.marks[index] !== ABSENT;
-  }
-
-  /** Whether slot `index` is marked present in the file. */
-  present(index: number): boolean {
-    return this.marks[index] === PRESENT;
   }
 
   /** Records, in this process only, that slot `index` has nothing to fetch. */
   settle(index: number): void {
     if (this.marks[index] === ABSENT) this.marks[index] = SETTLED;
+  }
+
+  /** Records, in this process only, that `indices` are in the copy, verified; `mark` follows after a sync. */
+  hold(indices: readonly number[]): void {
+    for (const i of indices) {
+      if (this.marks[i] !== ABSENT) continue;
+      this.marks[i] = HELD;
+      this.held++;
+    }
   }
 
   /** Reads the marks of [first, first + count) from the file again: other processes' fetches. */
@@ -71,10 +80,7 @@ export class PresentMap {
       const view = buf.subarray(0, Math.min(buf.length, end - at));
       const n = await this.file.read(view, at);
       for (let i = 0; i < n; i++) {
-        if (view[i] === PRESENT && this.marks[at + i] !== PRESENT) {
-          this.marks[at + i] = PRESENT;
-          this.marked++;
-        }
+        if (view[i] === PRESENT && this.marks[at + i] !== PRESENT) this.set(at + i);
       }
     }
   }
@@ -89,12 +95,15 @@ export class PresentMap {
       let j = i + 1;
       while (j < sorted.length && sorted[j] === sorted[j - 1] + 1) j++;
       await this.file.write(Buffer.alloc(j - i, PRESENT), sorted[i]);
-      for (let k = i; k < j; k++) {
-        if (this.marks[sorted[k]] !== PRESENT) this.marked++;
-        this.marks[sorted[k]] = PRESENT;
-      }
+      for (let k = i; k < j; k++) if (this.marks[sorted[k]] !== PRESENT) this.set(sorted[k]);
       i = j;
     }
+  }
+
+  private set(index: number): void {
+    if (this.marks[index] === HELD) this.held--;
+    this.marks[index] = PRESENT;
+    this.marked++;
   }
 
   close(): Promise<void> {

@@ -12,9 +12,11 @@
  *      share one request; a piece already being fetched by this process is waited for),
  *   3. checks it (`checkTable`, `checkStored`): bytes that fail are never written, never marked,
  *      never handed out; the read fails (EIO to an NBD client) and the next read fetches again,
- *   4. writes it to the copy, syncs the copy (one fdatasync shared by the fetches that finished
- *      together), marks it present (present-map.ts has the rules that make this safe without a
- *      lock between processes), and only then lets the reader read it from the copy.
+ *   4. writes it to the copy and lets the reader read it from there at once; in the background
+ *      the copy is synced (one fdatasync shared by the fetches that finished meanwhile) and only
+ *      then the piece marked present for every process (present-map.ts has the rules that make
+ *      this safe without a lock between processes). The sync is off the read's path: a reader
+ *      of this process needs the bytes, not their durability, which only the mark vouches for.
  * Everything else (states, reads, allocation, counts, verification) is the local reader's, so a
  * cached layer behaves exactly as the same file on disk, and once every piece is present it is
  * one: nothing is fetched or checked on the read path any more.
@@ -55,6 +57,8 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
   private readonly storedPieces: number;
   private src: RangeSource | undefined;
   private readonly inflight = new Map<number, Promise<void>>();
+  /** Syncs and the marks that follow them, not yet done. */
+  private readonly marking = new Set<Promise<void>>();
   private foreground = 0;
   private idleWaiters: Array<() => void> = [];
   private readonly counters: RemoteStats = { requests: 0, bytes: 0, pieces: 0, refused: 0, syncs: 0, syncMs: 0 };
@@ -128,8 +132,9 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
   get metadata(): CacheRecord['metadata'] {
     return this.record.metadata;
   }
+  /** Every piece is here (for this process: its own fetches count before their marks are written). */
   get whole(): boolean {
-    return this.marks === null || this.marks.marked === this.storedPieces;
+    return this.marks === null || this.marks.marked + this.marks.held === this.storedPieces;
   }
 
   /** The parent's entry in the same cache, by the parent digest the header records. */
@@ -147,14 +152,28 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
     return this.inner.changesFrom(ref, blockSize);
   }
 
-  async states(first: number, count: number): Promise<Uint8Array | null> {
-    if (!this.whole) await this.ensureTables(first, count);
-    return this.inner.states(first, count);
+  // Not async: once the pieces are here, a read costs the local reader's and nothing more.
+  states(first: number, count: number): Promise<Uint8Array | null> {
+    if (this.whole) return this.inner.states(first, count);
+    return this.ensureTables(first, count).then(() => this.inner.states(first, count));
   }
 
-  async read(buf: Buffer, offset: number): Promise<void> {
-    if (!this.whole) await this.ensureBlocks(offset, buf.length);
-    return this.inner.read(buf, offset);
+  read(buf: Buffer, offset: number): Promise<void> {
+    if (this.whole || !this.lacks(offset, buf.length)) return this.inner.read(buf, offset);
+    return this.ensureBlocks(offset, buf.length).then(() => this.inner.read(buf, offset));
+  }
+
+  /**
+   * Whether a block [offset, offset + length) touches is not here yet: the read path's only cost
+   * once the blocks are. A block that is here implies its table page is (it was fetched after).
+   */
+  private lacks(offset: number, length: number): boolean {
+    const bs = this.file.header.blockSize;
+    const marks = this.marks!;
+    const base = this.record.tablePages;
+    const end = Math.ceil((offset + length) / bs);
+    for (let b = Math.floor(offset / bs); b < end; b++) if (!marks.has(base + b)) return true;
+    return false;
   }
 
   allocation(from: number, to: number): Promise<AllocationRun[]> {
@@ -193,7 +212,7 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
   }
 
   cached(): { present: number; total: number } {
-    return { present: this.marks ? this.marks.marked : this.storedPieces, total: this.storedPieces };
+    return { present: this.marks ? this.marks.marked + this.marks.held : this.storedPieces, total: this.storedPieces };
   }
 
   stats(): RemoteStats {
@@ -227,9 +246,6 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
     await this.ensureTables(first, end - first);
     const marks = this.marks!;
     const base = this.record.tablePages;
-    let missing = false;
-    for (let b = first; b < end && !missing; b++) missing = !marks.has(base + b);
-    if (!missing) return;
     await marks.reload(base + first, end - first);
     const pieces: Piece[] = [];
     for (let b = first; b < end; b++) {
@@ -265,7 +281,8 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
     for (const group of groupPieces(todo)) {
       const done = this.fetchGroup(group, background);
       for (const piece of group) {
-        const one = done.then((failed) => {
+        const one: Promise<void> = done.then((failed) => {
+          if (this.inflight.get(piece.slot) === one) this.inflight.delete(piece.slot);
           const err = failed.get(piece.slot);
           if (err) throw err;
         });
@@ -273,7 +290,6 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
         this.inflight.set(piece.slot, one);
         waits.push(one);
       }
-      void done.then(() => group.forEach((piece) => this.inflight.delete(piece.slot)));
     }
     const settled = await Promise.allSettled(waits);
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -308,9 +324,9 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
         good.push(piece);
       }
       if (good.length > 0) {
-        await this.sync!.sync();
-        await this.marks!.mark(good.map((p) => p.slot));
+        this.marks!.hold(good.map((p) => p.slot));
         this.counters.pieces += good.length;
+        this.markWhenDurable(good.map((p) => p.slot));
       }
       this.published(offset, length, group.length, started);
     } catch (err) {
@@ -320,6 +336,21 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
       if (!background && --this.foreground === 0) this.idleWaiters.splice(0).forEach((wake) => wake());
     }
     return failed;
+  }
+
+  /** Marks `slots` present once a sync that began after their writes completes: data before mark. */
+  private markWhenDurable(slots: number[]): void {
+    const marks = this.marks!;
+    const done: Promise<void> = this.sync!.sync()
+      .then(() => marks.mark(slots))
+      .catch((err: unknown) => log('%s: marking %d pieces failed (they will be fetched again): %s', this.path, slots.length, (err as Error).message))
+      .finally(() => this.marking.delete(done));
+    this.marking.add(done);
+  }
+
+  /** Waits until every mark this process owes is written. */
+  private async marked(): Promise<void> {
+    while (this.marking.size > 0) await Promise.all([...this.marking]);
   }
 
   private published(offset: number, length: number, pieces: number, started: number, error?: unknown): void {
@@ -383,8 +414,9 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
    * vouch for was synced before them), and the copy becomes read-only like any sealed layer.
    */
   private async finishWhole(): Promise<void> {
-    if (!this.marks || !this.rw || !this.whole) return;
-    await this.rw!.sync();
+    await this.marked();
+    if (!this.marks || !this.rw || this.marks.marked !== this.storedPieces) return;
+    await this.rw.sync();
     await this.marks.close();
     await this.rw!.close();
     this.marks = null;
@@ -403,6 +435,7 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
 
   async close(): Promise<void> {
     await Promise.allSettled([...this.inflight.values()]);
+    await this.marked();
     if (this.whole) await this.finishWhole().catch((err: unknown) => log('%s: finishing the whole copy failed: %s', this.path, (err as Error).message));
     await Promise.all([this.marks?.close(), this.rw?.close(), this.src?.close(), this.inner.close()]);
   }

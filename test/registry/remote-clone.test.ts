@@ -188,9 +188,9 @@ describe('lazy clone', () => {
       expect(got.equals(Buffer.alloc(f.chain.blockSize, 0xee))).toBe(true);
       const baseDigest = image.layers[1].identity;
       expect(refused).toEqual([expect.objectContaining({ layer: baseDigest, block })]);
-      // The base's table page (slot 0) is marked, no block is.
+      // No block of the base is marked (slot 0 is its table page).
       const present = fs.readFileSync(presentPath(cachedCopy(cache, baseDigest)));
-      expect([present[0], present.subarray(1).every((m) => m === 0)]).toEqual([1, true]);
+      expect(present.subarray(1).every((m) => m === 0)).toBe(true);
       f.proxy.faults = {};
       await image.device.read(got, block * f.chain.blockSize);
       expect(got.equals(f.chain.contents.subarray(block * f.chain.blockSize, (block + 1) * f.chain.blockSize))).toBe(true);
