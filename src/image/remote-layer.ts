@@ -230,6 +230,7 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
 
   /** The table pages that describe blocks [first, first + count), fetched if missing. */
   private async ensureTables(first: number, count: number): Promise<void> {
+    if (this.whole) return;
     const marks = this.marks!;
     let need = this.file.tableRanges(first, count).filter((r) => !marks.has(r.index));
     if (need.length === 0) return;
@@ -244,6 +245,8 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
     const first = Math.floor(offset / bs);
     const end = Math.ceil((offset + length) / bs);
     await this.ensureTables(first, end - first);
+    // Another fetch may have made the layer whole meanwhile (its present map is gone then).
+    if (this.whole) return;
     const marks = this.marks!;
     const base = this.record.tablePages;
     await marks.reload(base + first, end - first);
@@ -414,6 +417,8 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
    * vouch for was synced before them), and the copy becomes read-only like any sealed layer.
    */
   private async finishWhole(): Promise<void> {
+    // A fetch still in flight (of a piece another process marked meanwhile) writes to the copy.
+    await Promise.allSettled([...this.inflight.values()]);
     await this.marked();
     if (!this.marks || !this.rw || this.marks.marked !== this.storedPieces) return;
     await this.rw.sync();
