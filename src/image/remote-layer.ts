@@ -385,9 +385,13 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
     return err;
   }
 
-  /** The error for a piece that could not be fetched (or written): the source's own code kept where it says more. */
+  /**
+   * The error for a piece that could not be fetched (or written): the source's own code kept
+   * where it says more. Every one of them is EIO to an NBD client (src/nbd/errno.ts); a code that
+   * maps otherwise there (UNSUPPORTED is EINVAL, OUT_OF_RANGE too) becomes REGISTRY.
+   */
   private unreachable(piece: Piece, cause: unknown): CowdiskError {
-    const kept = new Set<string>([ErrorCode.REGISTRY, ErrorCode.AUTH, ErrorCode.TLS, ErrorCode.NOT_FOUND, ErrorCode.UNSUPPORTED, ErrorCode.IO]);
+    const kept = new Set<string>([ErrorCode.REGISTRY, ErrorCode.AUTH, ErrorCode.TLS, ErrorCode.NOT_FOUND, ErrorCode.IO]);
     const code = cause instanceof CowdiskError && kept.has(cause.code) ? cause.code : ErrorCode.REGISTRY;
     return new CowdiskError(code, `${this.path}: cannot fetch ${this.describe(piece)} of layer ${this.record.layerDigest} from ${this.source}: ${(cause as Error)?.message ?? String(cause)}`, {
       path: this.path,

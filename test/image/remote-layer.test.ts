@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, test } from 'vitest';
+import { CowdiskError, ErrorCode } from '../../src/errors.js';
 import { BlockKind } from '../../src/format/constants.js';
 import type { SealedFile } from '../../src/format/sealed-file.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
@@ -18,6 +19,8 @@ import { presentPath, readRecord } from '../../src/image/layer-cache.js';
 import { openImage } from '../../src/image/open.js';
 import { openSealedFile } from '../../src/image/open-layer.js';
 import type { RangeSource } from '../../src/image/range-source.js';
+import { Cmd, NbdErrno } from '../../src/nbd/constants.js';
+import { nbdErrno } from '../../src/nbd/errno.js';
 import { buildEntry } from '../../src/ops/cache-entry.js';
 import { importRaw } from '../../src/ops/import.js';
 import { metadataOf } from '../../src/ops/push.js';
@@ -222,6 +225,34 @@ describe('a remote layer in the layer cache', async () => {
       await expect(again.layers[0].remote!.completeBlob()).rejects.toMatchObject({ code: 'COWDISK_E_CORRUPT', message: /yet the copy hashes to/ });
     } finally {
       await again.close();
+    }
+  });
+
+  test.each([
+    ['unreachable', ErrorCode.REGISTRY, undefined],
+    ['refusing the login', ErrorCode.AUTH, undefined],
+    ['failing TLS', ErrorCode.TLS, undefined],
+    ['missing the blob', ErrorCode.NOT_FOUND, undefined],
+    ['saying the range is past the end', ErrorCode.OUT_OF_RANGE, undefined],
+    ['unable to fetch at all', ErrorCode.UNSUPPORTED, undefined],
+    ['failing with an OS error', ErrorCode.IO, Object.assign(new Error('no space'), { code: 'ENOSPC' })],
+  ])('a source %s fails the read with an error an NBD client sees as EIO, and the next read tries again', async (_, code, cause) => {
+    const fs = await cacheWith(made);
+    let failing = true;
+    const flaky = source(made.blob);
+    const read = flaky.read;
+    flaky.read = (offset, length) => (failing ? Promise.reject(new CowdiskError(code, 'the source failed', { cause })) : read(offset, length));
+    const image = await openCached(fs, flaky);
+    try {
+      const err = await image.device.read(Buffer.alloc(BS), 0).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CowdiskError);
+      expect(nbdErrno(err, Cmd.READ, 0)).toBe(NbdErrno.EIO);
+      failing = false;
+      const got = Buffer.alloc(BS);
+      await image.device.read(got, 0);
+      expect(got.equals(made.contents.subarray(0, BS))).toBe(true);
+    } finally {
+      await image.close();
     }
   });
 });
