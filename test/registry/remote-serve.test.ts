@@ -6,7 +6,6 @@
  * `--prefetch` (the layers become whole, then the registry is not needed).
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import { cowdisk } from '../helpers/cli.js';
 import { startServe, type ServeProcess } from '../helpers/nbd-cli.js';
