@@ -3,6 +3,9 @@
  * lifecycle, serve them over NBD and attach them to the kernel. The CLI (src/cli) is a thin shell
  * over these.
  */
+import { useRangeSources } from './image/range-source.js';
+import { registryRangeSources } from './ops/remote-source.js';
+
 export { CowdiskError, ErrorCode, ioError, isCowdiskError, type ErrorCodeValue } from './errors.js';
 export type { BlockDevice, Capabilities, Extent, LayerInfo, WriteOptions, ZeroOptions } from './image/device.js';
 export type { Layer, SealedLayer } from './image/layer.js';
@@ -20,6 +23,14 @@ export { flattenImage, type FlattenOptions, type FlattenResult } from './ops/fla
 export { diffImage, openDiff, diffRanges, type DiffOptions, type DiffRange, type DiffResult, type DiffSides } from './ops/diff.js';
 export { diffFiles, type FileChange, type FileChangeKind } from './fsdiff/files.js';
 export { gcImage, type GcResult } from './ops/gc.js';
+export { cloneFromRegistry, type RemoteCloneOptions, type RemoteCloneResult } from './ops/clone-remote.js';
+export { pullImage, type PullOptions, type PullResult, type PulledLayer } from './ops/pull.js';
+export { pushImage, type PushOptions, type PushResult, type PushedLayer } from './ops/push.js';
+export { prefetch, type Prefetch, type PrefetchOptions } from './ops/prefetch.js';
+export type { RegistryAccess } from './ops/remote-source.js';
+export type { FillOptions, FillResult, RemoteCache, RemoteStats } from './image/layer.js';
+export { defaultCacheDir } from './image/layer-cache.js';
+export { Credentials, looksLikeReference } from './registry/index.js';
 export type { LifecycleOptions, SealResult } from './ops/seal.js';
 export { NbdServer, transmissionFlags, loadTlsCredentials, type NbdServerOptions, type ListenOptions, type ExportConfig, type TlsCredentials, type TlsMode } from './nbd/index.js';
 export { DEFAULT_POLL_US } from './nbd/poller.js';
@@ -35,3 +46,7 @@ export { warmUpRequestPath } from './bench/warm-up.js';
 export type { BlockFile, FileSystem } from './io/file.js';
 export { RealFileSystem, realFileSystem } from './io/real-file.js';
 export { MemoryFileSystem } from './io/memory-file.js';
+
+// Every image this library opens may have lazily cloned layers beneath it, fetched from their
+// registry when read: the engine cannot import the registry client, so it is installed here.
+useRangeSources(registryRangeSources);

@@ -15,7 +15,12 @@
  * the whole process group, and the bench, which owns the clone, decides when the server stops.
  */
 import { openImage } from '../image/open.js';
+import { useRangeSources } from '../image/range-source.js';
 import { NbdServer } from '../nbd/index.js';
+import { registryRangeSources } from '../ops/remote-source.js';
+
+// A clone of a lazily cloned image fetches its missing blocks from their registry, as the CLI does.
+useRangeSources(registryRangeSources);
 
 async function main(imagePath: string, socket: string): Promise<void> {
   const image = await openImage(imagePath);

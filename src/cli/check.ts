@@ -35,6 +35,7 @@ export function register(program: Command): void {
 Exit status: 0 when no error was found (warnings allowed), 3 when any was, even if --repair
 repaired it (run check again to confirm), 1 when the image cannot be read at all.
 Sealed snapshots and raw bases are never modified: restore a damaged one from a copy.
+A lazily cloned layer is verified whole: what its cache lacks is fetched first, and said.
 
 Examples:
   $ cowdisk check base.snap
@@ -56,7 +57,8 @@ function render(image: string, report: CheckResult): string[] {
   lines.push(...report.repaired.map((r) => `repaired: ${r}`));
   const errors = report.problems.filter((p) => p.severity === 'error').length;
   const warnings = report.problems.length - errors;
-  const { layers, blocksVerified, bytesVerified } = report.stats;
+  const { layers, blocksVerified, bytesVerified, bytesFetched } = report.stats;
+  if (bytesFetched > 0) lines.push(`fetched ${formatSize(bytesFetched)} from the registry to verify lazily cloned layers.`);
   if (report.problems.length === 0) {
     lines.push(`${image}: no problems found (${count(layers, 'layer')}, ${count(blocksVerified, 'stored block')} verified, ${formatSize(bytesVerified)}).`);
   } else {

@@ -75,6 +75,10 @@ function render(d: ImageDescription): string[] {
   const lines = formatTable(rows).map((line) => line.trimEnd());
   if (d.chain) {
     lines.push('', ...formatTable([['LAYER', 'KIND', 'ON DISK', 'IDENTITY', 'PATH'], ...d.chain.map((l) => [String(l.index), l.kind, formatSize(l.bytesOnDisk), l.identity, l.path])]));
+    for (const l of d.chain) {
+      const r = l.remote;
+      if (r) lines.push(`layer ${l.index} is fetched from ${r.source} as it is read: ${r.cachedPieces === r.pieces ? 'whole in the layer cache' : `${r.cachedPieces} of ${r.pieces} pieces in the layer cache`}.`);
+    }
   }
   return lines;
 }

@@ -22,10 +22,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
-import { CowdiskError, DEFAULT_POLL_US, ErrorCode, loadTlsCredentials, NbdServer, openImage, warmUpRequestPath, type Image, type ListenOptions, type TlsCredentials, type TlsMode } from '../index.js';
+import { CowdiskError, DEFAULT_POLL_US, ErrorCode, loadTlsCredentials, NbdServer, openImage, prefetch, warmUpRequestPath, type Image, type ListenOptions, type Prefetch, type TlsCredentials, type TlsMode } from '../index.js';
 import { formatOption, type FormatCliValue } from './format-option.js';
 import { count } from './output.js';
-import { parseCount } from './size.js';
+import { formatSize, parseCount, sizeOption } from './size.js';
 
 interface ServeCliOptions {
   socket?: string;
@@ -43,6 +43,8 @@ interface ServeCliOptions {
   tlsCertificates?: string;
   tlsPsk?: string;
   tlsVerifyPeer?: boolean;
+  prefetch?: boolean;
+  prefetchRate: number;
 }
 
 interface ExportArg {
@@ -76,6 +78,8 @@ export function register(program: Command): void {
     .addOption(new Option('--tls-certificates <dir>', 'x509 credentials: a directory with ca-cert.pem, server-cert.pem, server-key.pem (as qemu-nbd, nbdkit)').conflicts('tlsPsk'))
     .option('--tls-psk <file>', 'pre-shared keys: identity:hexkey lines, as psktool -u NAME -p FILE writes them')
     .addOption(new Option('--tls-verify-peer', 'require a client certificate signed by ca-cert.pem (with --tls-certificates)').conflicts('tlsPsk'))
+    .option('--prefetch', 'fill the layer cache with every lazily cloned layer beneath the images, in the background, clients first')
+    .option('--prefetch-rate <size>', 'bytes per second --prefetch fetches at most', sizeOption('--prefetch-rate'), 16 * 1024 * 1024)
     .addHelpText(
       'after',
       `
@@ -106,7 +110,8 @@ Examples:
       const pollMicros = parseCount(options.pollUs, '--poll-us', 0);
       const handshakeTimeout = parseCount(options.handshakeTimeout, '--handshake-timeout', 0) * 1000;
       const tls = parseTls(options);
-      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, tls, format: options.format });
+      const prefetchRate = options.prefetch ? options.prefetchRate : undefined;
+      await serve(exportArgs, listen, { readOnly: options.readOnly ?? false, maxConnections, pollMicros, handshakeTimeout, tls, format: options.format, prefetchRate });
     });
 }
 
@@ -174,9 +179,11 @@ interface ServeSettings {
   handshakeTimeout: number;
   tls: TlsCredentials | undefined;
   format: FormatCliValue;
+  /** Bytes per second for --prefetch; undefined: no prefetch. */
+  prefetchRate: number | undefined;
 }
 
-async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, tls, format }: ServeSettings): Promise<void> {
+async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, tls, format, prefetchRate }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
     for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly, format }));
@@ -202,6 +209,7 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
   // Signals are caught before listening, so a client that connects at once can never see the
   // process die without closing its images.
   let stopping: Promise<void> | undefined;
+  let prefetching: Prefetch | undefined;
   let stop!: (signal: string) => void;
   const stopped = new Promise<void>((resolve, reject) => {
     stop = (signal) => {
@@ -210,7 +218,7 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
         process.exit(1);
       }
       process.stderr.write(`cowdisk: ${signal}: finishing in-flight requests and closing the images\n`);
-      stopping = server.close();
+      stopping = (prefetching?.stop() ?? Promise.resolve()).then(() => server.close());
       stopping.then(resolve, reject);
     };
   });
@@ -230,10 +238,24 @@ async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly,
     const names = exportArgs.map((e, i) => `${e.name}${i === 0 ? ' (default)' : ''}`).join(', ');
     const security = tls ? `, TLS ${tls.mode === 'require' ? 'required' : 'offered'} (${tls.description})` : '';
     process.stderr.write(`cowdisk: serving ${names} on ${server.addresses()[0]}${readOnly ? ', read-only' : ''}${security}; Ctrl-C stops\n`);
+    if (prefetchRate !== undefined) prefetching = startPrefetch(images, prefetchRate);
     await stopped;
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
   process.stderr.write('cowdisk: stopped; every image closed cleanly\n');
+}
+
+/** --prefetch: fills the cache in the background, saying on stderr when a layer is whole or a fill failed. */
+function startPrefetch(images: Image[], rate: number): Prefetch {
+  const say = (text: string) => process.stderr.write(`cowdisk: prefetch: ${text}\n`);
+  const started = prefetch(images, {
+    rate,
+    onWhole: (layer) => say(`${layer.identity} is whole in the cache (${layer.path})`),
+    onError: (layer, err, retryMs) => say(`${layer.identity}: ${(err as Error).message}; trying again in ${Math.round(retryMs / 1000)} s`),
+  });
+  say(started.layers === 0 ? 'no lazily cloned layer to fill' : `filling ${count(started.layers, 'lazily cloned layer')} at up to ${formatSize(rate)}/s`);
+  void started.done.then((whole) => whole && started.layers > 0 && say('every lazily cloned layer is whole in the cache'));
+  return started;
 }

@@ -14,6 +14,7 @@
 import type { CowdiskError } from '../errors.js';
 import type { ParentRef } from '../format/header.js';
 import type { LayerKind } from './device.js';
+import type { RangeSource } from './range-source.js';
 
 /** What a sealed layer says of one block. */
 export const BlockState = {
@@ -88,6 +89,76 @@ export interface VerifySink {
   verified(bytes: number): void;
   /** Something is wrong; `err.block` names the block when there is one. */
   problem(err: CowdiskError): void;
+  /** A remote layer fetched this many bytes to be able to verify itself. */
+  fetched?(bytes: number): void;
+}
+
+/** How a remote layer fills its cached copy (`pull`, `serve --prefetch`, `check`). */
+export interface FillOptions {
+  /** Requests at once (default 4). */
+  concurrency?: number;
+  /** Bytes per second at most; unbounded by default. */
+  rate?: number;
+  /** Background work: each request waits until no read of a client is fetching. */
+  background?: boolean;
+  /** Stops the fill between two requests. */
+  signal?: AbortSignal;
+  /** (bytes fetched so far, bytes to fetch in all), as requests complete. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface FillResult {
+  /** Bytes fetched from the source (and written to the copy). */
+  fetched: number;
+  /** Pieces the source sent damaged (CORRUPT, naming the block): never written, never marked. */
+  failed: CowdiskError[];
+  /** Whether every piece is now present. */
+  whole: boolean;
+}
+
+/**
+ * What a layer kept in the layer cache and fetched on demand (image/remote-layer.ts) adds to the
+ * sealed layer interface: where its bytes come from, how much of it is here, and filling it.
+ */
+export interface RemoteCache {
+  /** Where missing pieces come from, for people (`HOST/REPO`). */
+  readonly source: string;
+  /** The blob the cached copy is a copy of. */
+  readonly blob: { digest: string; size: number };
+  /** The record's opaque origin (the registry wiring reads it). */
+  readonly origin: Readonly<Record<string, unknown>>;
+  /** The header and directory ranges and their digest, as the layer's manifest gives them. */
+  readonly metadata: { digest: string; ranges: ReadonlyArray<{ offset: number; length: number }> };
+  /** Every piece is in the copy: nothing will ever be fetched. */
+  readonly whole: boolean;
+  /** Pieces (stored blocks and table pages) present in the copy, of all. */
+  cached(): { present: number; total: number };
+  /** Fetches every piece not yet present; damaged ones are reported, a source that fails throws. */
+  fill(options?: FillOptions): Promise<FillResult>;
+  /**
+   * After a fill: makes the copy byte for byte its blob (fetching what lies between the pieces,
+   * if it differs) and checks the blob's digest over the whole copy; CORRUPT if it cannot.
+   */
+  completeBlob(): Promise<void>;
+  /**
+   * Fetches through `source` from now on instead of the one the process's factory makes from
+   * the record's origin (`pull` passes its own, with the credentials it was given).
+   */
+  useSource(source: RangeSource): void;
+  /** Counters since open, for benchmarks and `info`. */
+  stats(): RemoteStats;
+}
+
+export interface RemoteStats {
+  /** Range requests sent, bytes they brought, pieces they filled. */
+  requests: number;
+  bytes: number;
+  pieces: number;
+  /** Pieces refused because their bytes failed their check. */
+  refused: number;
+  /** fdatasyncs of the copy made before marks, and the milliseconds they took. */
+  syncs: number;
+  syncMs: number;
 }
 
 /** A read-only layer beneath an overlay: a snapshot file or a raw base. */
@@ -125,5 +196,7 @@ export interface SealedLayer extends Layer {
   counts(): SealedLayerCounts | null;
   /** Reads every stored block and checks it against its digest, and the layer's identity. */
   verify(sink: VerifySink): Promise<void>;
+  /** Set for a layer that lives in the layer cache and is fetched on demand. */
+  readonly remote?: RemoteCache;
   close(): Promise<void>;
 }

@@ -2,7 +2,8 @@
  * Opening one file as a layer: the only place that knows which classes stand behind the layer
  * interface (layer.ts). The kind of a file is read from its first bytes: an overlay, a snapshot
  * layer, or (no cowdisk magic) a raw image; an overlay whose first header slot is damaged is known
- * by its second.
+ * by its second. A snapshot with a layer-cache record beside it (layer-cache.ts) is a cached
+ * copy that is filled on demand: a remote layer.
  */
 import { CowdiskError, ErrorCode } from '../errors.js';
 import { MAGIC_LENGTH } from '../format/constants.js';
@@ -12,8 +13,11 @@ import { RawFile } from '../format/raw.js';
 import { SnapshotFile } from '../format/snapshot-reader.js';
 import type { FileSystem } from '../io/file.js';
 import { realFileSystem } from '../io/real-file.js';
+import type { SealedFile } from '../format/sealed-file.js';
 import type { SealedLayer } from './layer.js';
+import { readRecord } from './layer-cache.js';
 import { RawLayer } from './raw-layer.js';
+import { RemoteLayer } from './remote-layer.js';
 import { SnapshotLayer } from './snapshot-layer.js';
 
 export type ImageKind = 'overlay' | 'snapshot' | 'raw';
@@ -69,7 +73,21 @@ export async function parentKind(file: string, fs: FileSystem): Promise<ImageKin
   return (await probe(file, fs)).kind ?? 'raw';
 }
 
+/** Opens a snapshot file with the reader of its format version. */
+export function openSealedFile(fs: FileSystem, file: string): Promise<SealedFile> {
+  return SnapshotFile.open(fs, file);
+}
+
 /** Opens a snapshot file or a raw file (of the kind given, as detectKind found it) as a sealed layer. */
 export async function openSealedLayer(fs: FileSystem, file: string, kind: 'snapshot' | 'raw'): Promise<SealedLayer> {
-  return kind === 'snapshot' ? new SnapshotLayer(await SnapshotFile.open(fs, file)) : new RawLayer(await RawFile.open(fs, file));
+  if (kind === 'raw') return new RawLayer(await RawFile.open(fs, file));
+  const record = await readRecord(fs, file);
+  const sealed = await openSealedFile(fs, file);
+  if (!record) return new SnapshotLayer(sealed);
+  try {
+    return await RemoteLayer.open(fs, sealed, record);
+  } catch (err) {
+    await sealed.close();
+    throw err;
+  }
 }

@@ -8,7 +8,9 @@
  *   survived), the dirty mark (a warning: not closed cleanly), and the link to its parent;
  * - snapshot layer: header, directory, every block-table page, every stored block (decompressed
  *   and compared with its SHA-256), and the layer digest recomputed from the block digests;
- * - raw base: its identity as the child recorded it (size, inode, modification time).
+ * - raw base: its identity as the child recorded it (size, inode, modification time);
+ * - a lazily cloned layer: as a snapshot layer, after fetching what its cache lacks (so its
+ *   cache is whole afterwards); `stats.bytesFetched` says how much that was.
  * Every problem names the file and, where there is one, the block.
  *
  * Repair works on the overlay only (sealed layers are never modified: a damaged one must be
@@ -40,7 +42,8 @@ export interface CheckResult {
   problems: Problem[];
   /** What repair did, one sentence each. */
   repaired: string[];
-  stats: { layers: number; blocksVerified: number; bytesVerified: number };
+  /** `bytesFetched`: what lazily cloned layers fetched from their registry to be verified. */
+  stats: { layers: number; blocksVerified: number; bytesVerified: number; bytesFetched: number };
 }
 
 const FINDINGS = new Set<string>([
@@ -65,7 +68,7 @@ export interface CheckOptions {
 export async function checkImage(file: string, options: CheckOptions = {}): Promise<CheckResult> {
   const fs = fileSystemOf(options);
   const abs = path.resolve(file);
-  const report: CheckResult = { ok: true, problems: [], repaired: [], stats: { layers: 0, blocksVerified: 0, bytesVerified: 0 } };
+  const report: CheckResult = { ok: true, problems: [], repaired: [], stats: { layers: 0, blocksVerified: 0, bytesVerified: 0, bytesFetched: 0 } };
   const add = (p: Problem) => {
     report.problems.push(p);
     if (p.severity === 'error') report.ok = false;
@@ -113,6 +116,7 @@ export async function checkImage(file: string, options: CheckOptions = {}): Prom
           report.stats.bytesVerified += bytes;
         },
         problem: (err) => add({ severity: 'error', code: err.code, message: err.message, path: err.path ?? layer.path, block: err.block }),
+        fetched: (bytes) => (report.stats.bytesFetched += bytes),
       });
       options.onProgress?.(++done, report.stats.layers);
     }

@@ -40,6 +40,8 @@ export interface LayerDescription {
   /** The file's length in bytes (an overlay's is sparse). */
   fileSize: number;
   bytesOnDisk: number;
+  /** For a lazily cloned layer: where it is fetched from, and how many of its pieces are cached. */
+  remote?: { source: string; blobDigest: string; cachedPieces: number; pieces: number };
 }
 
 export interface ImageDescription {
@@ -116,7 +118,13 @@ export async function describeImage(file: string, options: DescribeOptions = {})
       description.chain = await Promise.all(
         device.chain.map(async (layer, index): Promise<LayerDescription> => {
           const stat = await fs.stat(layer.path);
-          return { index, kind: layer.kind, path: layer.path, identity: layer.identity, fileSize: stat.size, bytesOnDisk: stat.allocated };
+          const described: LayerDescription = { index, kind: layer.kind, path: layer.path, identity: layer.identity, fileSize: stat.size, bytesOnDisk: stat.allocated };
+          const remote = image.layers[index - (image.overlay ? 1 : 0)]?.remote;
+          if (remote) {
+            const { present, total } = remote.cached();
+            described.remote = { source: remote.source, blobDigest: remote.blob.digest, cachedPieces: present, pieces: total };
+          }
+          return described;
         }),
       );
     }

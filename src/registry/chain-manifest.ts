@@ -26,6 +26,10 @@ export const CHAIN_CONFIG_TYPE = 'application/vnd.cowdisk.config.v1+json';
 export const LAYER_MEDIA_TYPE = 'application/vnd.cowdisk.layer.v1';
 export const ANNOTATION_LAYER_DIGEST = 'org.cowdisk.layer.digest';
 export const ANNOTATION_LAYER_VERSION = 'org.cowdisk.layer.version';
+/** SHA-256 of the layer file's metadata (header and directory), which a lazy clone fetches by range. */
+export const ANNOTATION_METADATA_DIGEST = 'org.cowdisk.layer.metadata';
+/** Where that metadata lies in the file: `OFFSET+LENGTH` pairs, comma-separated, ascending. */
+export const ANNOTATION_METADATA_RANGES = 'org.cowdisk.layer.metadata.ranges';
 /** The OCI annotation for a file name, as oras and others use it. */
 export const ANNOTATION_TITLE = 'org.opencontainers.image.title';
 
@@ -39,7 +43,23 @@ export interface ChainLayer {
   version: number;
   /** The file name the layer had, which a pull gives it again so parent paths resolve. */
   name: string;
+  /**
+   * The byte ranges of the file a reader needs before anything else (its header and directory)
+   * and the SHA-256 of their bytes, concatenated in order: what lets a lazy clone fetch them by
+   * range and verify them, since the blob digest covers only the whole file. Absent in a chain
+   * pushed without it, which can then only be pulled whole.
+   */
+  metadata?: LayerMetadata;
 }
+
+export interface LayerMetadata {
+  ranges: Array<{ offset: number; length: number }>;
+  digest: string;
+}
+
+/** A layer's metadata is its header and directory: a few ranges, at most a few MiB even for a TiB layer. */
+const MAX_METADATA_RANGES = 16;
+const MAX_METADATA_BYTES = 64 * 1024 * 1024;
 
 export interface Chain {
   virtualSize: number;
@@ -87,6 +107,10 @@ export function encodeChain(chain: Chain): EncodedChain {
         annotations: {
           [ANNOTATION_LAYER_DIGEST]: l.layerDigest,
           [ANNOTATION_LAYER_VERSION]: String(l.version),
+          ...(l.metadata && {
+            [ANNOTATION_METADATA_DIGEST]: l.metadata.digest,
+            [ANNOTATION_METADATA_RANGES]: l.metadata.ranges.map((r) => `${r.offset}+${r.length}`).join(','),
+          }),
           [ANNOTATION_TITLE]: l.name,
         },
       })),
@@ -123,6 +147,36 @@ function checkChain(chain: Chain, fail: Fail): void {
     if (!isFileName(l.name)) throw fail(`layer ${i}'s file name ${JSON.stringify(l.name)} is not a plain file name`);
     if (names.has(l.name)) throw fail(`two layers are both named ${l.name}`);
     names.add(l.name);
+    if (l.metadata) {
+      const problem = metadataProblem(l.metadata, l.blobSize);
+      if (problem) throw fail(`layer ${i}'s metadata ${problem}`);
+    }
+  });
+}
+
+/** What is wrong with a layer's metadata description, if anything. */
+function metadataProblem(m: LayerMetadata, blobSize: number): string | undefined {
+  if (!isDigest(m.digest)) return `digest '${m.digest}' is not sha256:<64 hex>`;
+  if (!Array.isArray(m.ranges) || m.ranges.length === 0 || m.ranges.length > MAX_METADATA_RANGES) return `has ${m.ranges?.length ?? 'no'} ranges, not 1 to ${MAX_METADATA_RANGES}`;
+  let end = 0;
+  let total = 0;
+  for (const r of m.ranges) {
+    if (!isSize(r.offset) || !isSize(r.length) || r.length === 0) return `range ${r.offset}+${r.length} is not an offset and a positive length`;
+    if (r.offset < end) return `ranges are not ascending and apart (${r.offset} after ${end})`;
+    end = r.offset + r.length;
+    total += r.length;
+    if (end > blobSize) return `range ${r.offset}+${r.length} reaches past the blob's ${blobSize} bytes`;
+  }
+  if (total > MAX_METADATA_BYTES) return `covers ${total} bytes, more than ${MAX_METADATA_BYTES}`;
+  return undefined;
+}
+
+/** `OFFSET+LENGTH,...` as the ranges annotation writes them, or undefined when it is not that. */
+function parseRanges(text: string): LayerMetadata['ranges'] | undefined {
+  if (!/^[0-9]+\+[0-9]+(,[0-9]+\+[0-9]+)*$/.test(text)) return undefined;
+  return text.split(',').map((pair) => {
+    const [offset, length] = pair.split('+').map(Number);
+    return { offset, length };
   });
 }
 
@@ -181,7 +235,19 @@ export function decodeChainManifest(bytes: Buffer, what: string, mediaType?: str
     if (!/^[0-9]+$/.test(String(d.annotations?.[ANNOTATION_LAYER_VERSION])) || !isVersion(version)) {
       throw corrupt(`layer ${i} lacks a valid ${ANNOTATION_LAYER_VERSION}`);
     }
-    return { blobDigest: d.digest, blobSize: d.size, layerDigest, version };
+    const layer: Omit<ChainLayer, 'name'> = { blobDigest: d.digest, blobSize: d.size, layerDigest, version };
+    const metaDigest = d.annotations?.[ANNOTATION_METADATA_DIGEST];
+    const metaRanges = d.annotations?.[ANNOTATION_METADATA_RANGES];
+    if (metaDigest !== undefined || metaRanges !== undefined) {
+      const ranges = typeof metaRanges === 'string' ? parseRanges(metaRanges) : undefined;
+      if (typeof metaDigest !== 'string' || ranges === undefined) {
+        throw corrupt(`layer ${i} needs both ${ANNOTATION_METADATA_DIGEST} (sha256:...) and ${ANNOTATION_METADATA_RANGES} (OFFSET+LENGTH,...), or neither`);
+      }
+      const problem = metadataProblem({ digest: metaDigest, ranges }, d.size);
+      if (problem) throw corrupt(`layer ${i}'s metadata ${problem}`);
+      layer.metadata = { digest: metaDigest, ranges };
+    }
+    return layer;
   });
   return { config: { digest: config.digest, size: config.size }, layers };
 }

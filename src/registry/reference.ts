@@ -104,6 +104,21 @@ function parseHost(text: string, registry: string): { hostname: string; port: nu
   return { hostname, port };
 }
 
+/**
+ * Whether `text`, where a file or a reference may stand (`clone PARENT`), means a reference:
+ * `oci://...`, or a first component that can only be a registry host, as Docker tells them
+ * apart: it holds a `.` or a `:`, is `localhost`, or is an IPv6 address in brackets (`.` and
+ * `..` are directories). The caller takes a path that exists as a path before asking.
+ */
+export function looksLikeReference(text: string): boolean {
+  if (text.startsWith('oci://')) return true;
+  const slash = text.indexOf('/');
+  if (slash <= 0) return false;
+  const first = text.slice(0, slash);
+  if (first === '.' || first === '..') return false;
+  return first === 'localhost' || first.startsWith('[') || first.includes('.') || first.includes(':');
+}
+
 /** What the manifest endpoint is asked for: the digest when there is one, else the tag. */
 export function manifestReference(ref: Reference): string {
   return ref.digest ?? ref.tag ?? DEFAULT_TAG;

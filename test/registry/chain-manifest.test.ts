@@ -84,7 +84,7 @@ describe('encodeChain', () => {
 
 test('docs/REGISTRY.md names every media type and annotation the codec writes', () => {
   const doc = readFileSync(new URL('../../docs/REGISTRY.md', import.meta.url), 'utf8');
-  const names = [codec.CHAIN_ARTIFACT_TYPE, codec.CHAIN_CONFIG_TYPE, codec.LAYER_MEDIA_TYPE, codec.ANNOTATION_LAYER_DIGEST, codec.ANNOTATION_LAYER_VERSION, codec.ANNOTATION_TITLE];
+  const names = [codec.CHAIN_ARTIFACT_TYPE, codec.CHAIN_CONFIG_TYPE, codec.LAYER_MEDIA_TYPE, codec.ANNOTATION_LAYER_DIGEST, codec.ANNOTATION_LAYER_VERSION, codec.ANNOTATION_METADATA_DIGEST, codec.ANNOTATION_METADATA_RANGES, codec.ANNOTATION_TITLE];
   for (const name of names) expect(doc).toContain(`\`${name}\``);
   for (const key of Object.keys(expectedConfig)) expect(doc).toContain(`| \`${key}\` |`);
 });
@@ -140,5 +140,44 @@ describe('decoding', () => {
   test('refuses a config that is not the one the manifest names', () => {
     const manifest = decodeChainManifest(encoded.manifest, 'h/r:t');
     expect(() => decodeChainConfig(Buffer.concat([encoded.config, Buffer.from(' ')]), manifest, 'h/r:t')).toThrow(/does not hash to/);
+  });
+});
+
+describe('layer metadata (what a lazy clone fetches by range)', () => {
+  const withMetadata: Chain = structuredClone(chain);
+  withMetadata.layers[0].metadata = { digest: d('c'), ranges: [{ offset: 0, length: 400 }, { offset: 900, length: 100 }] };
+  const m = (): Record<string, any> => JSON.parse(encodeChain(withMetadata).manifest.toString());
+
+  test('is written as two annotations, before the title, and read back', () => {
+    expect(Object.entries(m().layers[0].annotations)).toEqual([
+      ['org.cowdisk.layer.digest', d('a')],
+      ['org.cowdisk.layer.version', '1'],
+      ['org.cowdisk.layer.metadata', d('c')],
+      ['org.cowdisk.layer.metadata.ranges', '0+400,900+100'],
+      ['org.opencontainers.image.title', 'base.snap'],
+    ]);
+    const encodedMeta = encodeChain(withMetadata);
+    const manifest = decodeChainManifest(encodedMeta.manifest, 'h/r:t');
+    expect(manifest.layers.map((l) => l.metadata)).toEqual([withMetadata.layers[0].metadata, undefined]);
+    expect(decodeChainConfig(encodedMeta.config, manifest, 'h/r:t')).toEqual(withMetadata);
+  });
+
+  test.each<[string, (a: Record<string, string>) => void, RegExp]>([
+    ['the digest without the ranges', (a) => delete a['org.cowdisk.layer.metadata.ranges'], /needs both/],
+    ['ranges that do not parse', (a) => (a['org.cowdisk.layer.metadata.ranges'] = '0-399'), /needs both/],
+    ['ranges out of order', (a) => (a['org.cowdisk.layer.metadata.ranges'] = '900+100,0+400'), /not ascending/],
+    ['a range past the blob', (a) => (a['org.cowdisk.layer.metadata.ranges'] = '0+400,900+101'), /past the blob's 1000 bytes/],
+    ['an empty range', (a) => (a['org.cowdisk.layer.metadata.ranges'] = '0+0'), /positive length/],
+    ['a digest of another form', (a) => (a['org.cowdisk.layer.metadata'] = 'md5:x'), /not sha256/],
+  ])('refuses %s as CORRUPT', (_, damage, why) => {
+    const manifest = m();
+    damage(manifest.layers[0].annotations);
+    expect(() => decodeChainManifest(bytes(manifest), 'h/r:t')).toThrow(expect.objectContaining({ code: 'COWDISK_E_CORRUPT', message: expect.stringMatching(why) }));
+  });
+
+  test('a chain whose metadata reaches past its blob cannot be encoded', () => {
+    const bad = structuredClone(withMetadata);
+    bad.layers[0].metadata!.ranges = [{ offset: 990, length: 20 }];
+    expect(() => encodeChain(bad)).toThrow(expect.objectContaining({ code: 'COWDISK_E_INVALID_ARGUMENT', message: expect.stringMatching(/metadata range 990\+20/) }));
   });
 });

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { RegistryClient, type ClientOptions } from '../../src/registry/client.js';
 
 export const QUICK_RETRY = { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 };
-const NO_DOCKER_CONFIG = path.join(os.tmpdir(), `cowdisk-test-no-docker-config-${process.pid}`);
+export const NO_DOCKER_CONFIG = path.join(os.tmpdir(), `cowdisk-test-no-docker-config-${process.pid}`);
 
 export function testClient(host: string, options: ClientOptions = {}): RegistryClient {
   return new RegistryClient(host, { retry: QUICK_RETRY, dockerConfigDir: NO_DOCKER_CONFIG, ...options });

@@ -10,7 +10,8 @@
  * - `corrupt`: flip one byte in the bodies of matching responses;
  * - `ignoreRange`: drop the Range header, so the registry answers 200 with the whole blob;
  * - `shiftRange`: ask the registry for the range one byte later than the client asked;
- * - `redirect`: answer matching requests with a redirect to another origin (object storage).
+ * - `redirect`: answer matching requests with a redirect to another origin (object storage);
+ * - `hang`: never answer matching requests (the client waits, or is killed while it waits).
  * Faults are changed between tests through the `faults` object.
  */
 import * as http from 'node:http';
@@ -26,6 +27,7 @@ export interface Faults {
   ignoreRange?: boolean;
   shiftRange?: boolean;
   redirect?: { to: (path: string) => string; match: Match; status?: number };
+  hang?: Match;
 }
 
 export interface ProxiedRequest {
@@ -69,6 +71,7 @@ export async function startProxy(upstream: { port: number }): Promise<TestProxy>
     state.log.push(entry);
     const f = state.faults;
     if (take(f.reset, request)) return void req.socket.destroy();
+    if (f.hang?.(request)) return;
     if (take(f.fail, request)) {
       entry.status = f.fail!.status;
       res.writeHead(f.fail!.status, { 'content-type': 'application/json', 'retry-after': '0' });

@@ -29,6 +29,8 @@ export interface RegistryOptions {
   tls?: CertificateFiles;
   /** The directory for config and storage; a fresh temporary one by default (removed by stop). */
   dir?: string;
+  /** The port to listen on (a registry restarted where it was); a free one by default. */
+  port?: number;
 }
 
 export interface TestRegistry {
@@ -107,7 +109,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
   const binary = registryTool('docker-registry');
   const dir = options.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowdisk-registry-'));
   const htpasswdFile = options.htpasswd ? await writeHtpasswd(dir, options.htpasswd) : undefined;
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const config = path.join(dir, 'config.yml');
   fs.writeFileSync(config, configYaml(dir, port, options, htpasswdFile));
   const child = spawn(binary, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
