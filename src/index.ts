@@ -20,6 +20,7 @@ export { flattenImage, type FlattenOptions, type FlattenResult } from './ops/fla
 export { diffImage, openDiff, diffRanges, type DiffOptions, type DiffRange, type DiffResult, type DiffSides } from './ops/diff.js';
 export { diffFiles, type FileChange, type FileChangeKind } from './fsdiff/files.js';
 export { gcImage, type GcResult } from './ops/gc.js';
+export { upgradeLayer, type UpgradeResult } from './ops/upgrade.js';
 export type { LifecycleOptions, SealResult } from './ops/seal.js';
 export { NbdServer, transmissionFlags, type NbdServerOptions, type ListenOptions, type ExportConfig } from './nbd/index.js';
 export { DEFAULT_POLL_US } from './nbd/poller.js';

@@ -56,6 +56,8 @@ export interface SnapshotV2WriterOptions {
   replace?: boolean;
   /** The frame codec (default: the addon's when it is built). */
   codec?: FrameCodec;
+  /** The creation time to record (default now): `upgrade` keeps the layer's. */
+  createdNs?: bigint;
 }
 
 /** A batch of consecutive `add`s: their blocks, and the data of those that are not zero, end to end. */
@@ -250,8 +252,12 @@ export class SnapshotV2Writer {
     return `${this.out.tmpPath}.tables`;
   }
 
-  /** Writes the tables, directory and header, syncs, and publishes the layer (read-only). */
-  async finish(): Promise<SnapshotV2HeaderFields> {
+  /**
+   * Writes the tables, directory and header, syncs, and publishes the layer (read-only).
+   * `beforePublish` sees the header first and may refuse it by throwing (the layer is then not
+   * published; `abort` removes it).
+   */
+  async finish(beforePublish?: (header: SnapshotV2HeaderFields) => void): Promise<SnapshotV2HeaderFields> {
     await this.submit();
     while (this.inFlight.length > 0) await this.store(this.inFlight.shift() as Batch);
     await this.finishPage();
@@ -271,9 +277,10 @@ export class SnapshotV2Writer {
       storedBlocks: this.storedBlocks,
       dataBytes: this.dataBytes,
       layerDigest: this.layer.digest(),
-      createdNs: BigInt(Date.now()) * 1_000_000n,
+      createdNs: this.options.createdNs ?? BigInt(Date.now()) * 1_000_000n,
       parent: this.options.parent,
     };
+    beforePublish?.(header);
     const file = this.out.file;
     await file.truncate(fileLength);
     await file.write(this.directory, HEADER_SIZE);
