@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { JOB_IDS, measuredSize } from './compare/jobs.mjs';
 import { renderText, targets } from './compare/report.mjs';
 import { TOOLS, compare, defaultDir } from './compare/run.mjs';
+import { sealedTargets } from './compare/sealed.mjs';
 import { stopAllServers } from './compare/server.mjs';
 
 const HELP = `Usage: node bench/compare.mjs [options]
@@ -24,6 +25,7 @@ Options:
   --jobs LIST     comma-separated job ids (default: all): ${JOB_IDS.join(', ')}
   --size SIZE     size of the random base, e.g. 1G, 256M (default 1G, --quick 64M)
   --no-chain      skip cowdisk's 16-deep versus 1-deep chain read variant
+  --no-sealed     skip the reads through a sealed import of a compressible base (bench/compare/sealed.mjs)
   --dir DIR       where the run's temporary directory goes (default ${defaultDir})
   --wait-idle S   before each measurement, wait up to S seconds for other processes to use
                   under a quarter of a core (default 0: measure at once; the table says how
@@ -56,6 +58,7 @@ async function main() {
       jobs: { type: 'string' },
       size: { type: 'string' },
       'no-chain': { type: 'boolean', default: false },
+      'no-sealed': { type: 'boolean', default: false },
       dir: { type: 'string', default: defaultDir },
       'wait-idle': { type: 'string', default: '0' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -94,6 +97,7 @@ async function main() {
       tools: list(values.tools),
       jobs,
       chain: !values['no-chain'],
+      sealed: !values['no-sealed'],
       dir: values.dir ?? defaultDir,
       waitIdle,
       signal: abort.signal,
@@ -101,7 +105,7 @@ async function main() {
     (line) => process.stderr.write(`compare: ${line}\n`),
   );
   const command = ['node bench/compare.mjs', ...process.argv.slice(2)].join(' ');
-  if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: targets(result) }, null, 2) + '\n');
+  if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: targets(result), sealedTargets: sealedTargets(result.sealed, result.chain) }, null, 2) + '\n');
   else process.stdout.write(renderText(result, command));
 }
 

@@ -6,6 +6,8 @@
  * Then the chain-depth variant and issue 5's targets for cowdisk, met or missed by how much.
  */
 
+import { renderSealed } from './sealed.mjs';
+
 /** @typedef {import('./run.mjs').Result} Result */
 /** @typedef {import('./fio.mjs').Measurement} Measurement */
 
@@ -125,6 +127,8 @@ export function renderText(result, command) {
   } else {
     out.push(`Not measured: ${result.chain.skipped}.`);
   }
+
+  out.push(...renderSealed(result.sealed, result.chain));
 
   const variants = result.tools.filter((t) => t.id === 'cowdisk' || t.id === 'cowdisk-nopoll');
   if (variants.length === 0) return out.join('\n') + '\n';

@@ -98,7 +98,22 @@ export abstract class SealedTableFile<P extends TablePageView> {
    * Fills `buf` with the disk's bytes at `offset`, which lie in blocks this layer stores or zeroes
    * (the caller asked `kinds` first). Raw blocks adjacent in the file are read at once.
    */
-  async read(buf: Buffer, offset: number): Promise<void> {
+  read(buf: Buffer, offset: number): Promise<void> {
+    // The everyday read (4 KiB, a block whose table page is in memory) goes straight to the one
+    // read it needs, without a loop's async frame of its own around it.
+    const bs = this.header.blockSize;
+    const block = Math.floor(offset / bs);
+    const page = this.pages.get(pageOf(block));
+    const slot = block % TABLE_ENTRIES_PER_PAGE;
+    if (page && offset + buf.length <= (block + 1) * bs) {
+      const kind = page.kinds[slot];
+      if (kind === BlockKind.RAW) return this.readExactly(buf, page.offsets[slot] + offset - block * bs, block);
+      if (kind === BlockKind.LZ4) return this.readCompressed(block, page, slot, offset - block * bs, buf);
+    }
+    return this.readRuns(buf, offset);
+  }
+
+  private async readRuns(buf: Buffer, offset: number): Promise<void> {
     const bs = this.header.blockSize;
     const end = offset + buf.length;
     let pos = offset;
@@ -109,9 +124,8 @@ export abstract class SealedTableFile<P extends TablePageView> {
       const kind = page ? page.kinds[slot] : BlockKind.ABSENT;
       const inBlock = pos - block * bs;
       let runEnd = Math.min(end, (block + 1) * bs);
-      const view = () => buf.subarray(pos - offset, runEnd - offset);
       if (!page || kind === BlockKind.ZERO || kind === BlockKind.ABSENT) {
-        view().fill(0);
+        buf.fill(0, pos - offset, runEnd - offset);
       } else if (kind === BlockKind.RAW) {
         // Following raw blocks of this page that sit right after this one in the file: one read.
         let last = slot;
@@ -119,9 +133,9 @@ export abstract class SealedTableFile<P extends TablePageView> {
           last++;
           runEnd = Math.min(end, runEnd + bs);
         }
-        await this.readExactly(view(), page.offsets[slot] + inBlock, block);
+        await this.readExactly(buf.subarray(pos - offset, runEnd - offset), page.offsets[slot] + inBlock, block);
       } else {
-        await this.readCompressed(block, page, slot, inBlock, view());
+        await this.readCompressed(block, page, slot, inBlock, pos === offset && runEnd === end ? buf : buf.subarray(pos - offset, runEnd - offset));
       }
       pos = runEnd;
     }

@@ -76,6 +76,8 @@ const BATCH_ENTRIES = 4096;
 /** Batches sealing at once: enough for two cores, each batch's memory times this is the bound. */
 const IN_FLIGHT = 4;
 const COPY_CHUNK = 4 * 1024 * 1024;
+/** Data written between background syncs: the disk's share of the work overlaps the CPU's. */
+const SYNC_EVERY = 64 * 1024 * 1024;
 
 export class SnapshotV2Writer {
   readonly blocks: number;
@@ -100,6 +102,10 @@ export class SnapshotV2Writer {
   private tables: BlockFile | undefined;
   /** A write not yet issued, grown while the next piece continues it in memory and in the file. */
   private run: { buf: Buffer; start: number; end: number; at: number } | null = null;
+  /** Bytes written since the last background sync started, and that sync while it runs. */
+  private unsynced = 0;
+  private syncing: Promise<void> | null = null;
+  private syncFailure: unknown;
 
   private constructor(
     private readonly out: NewFile,
@@ -220,7 +226,24 @@ export class SnapshotV2Writer {
   private async flushWrite(): Promise<void> {
     const r = this.run;
     this.run = null;
-    if (r && r.end > r.start) await this.out.file.write(r.buf.subarray(r.start, r.end), r.at);
+    if (!r || r.end === r.start) return;
+    await this.out.file.write(r.buf.subarray(r.start, r.end), r.at);
+    this.unsynced += r.end - r.start;
+    if (this.unsynced >= SYNC_EVERY && !this.syncing) {
+      // The disk writes what is written so far while the next batches are sealed, instead of all
+      // of it in the final sync (a layer must be synced before it is published anyway).
+      this.unsynced = 0;
+      this.syncing = this.out.file.sync().then(
+        () => {
+          this.syncing = null;
+        },
+        (err: unknown) => {
+          this.syncing = null;
+          this.syncFailure = err;
+        },
+      );
+    }
+    if (this.syncFailure) throw this.syncFailure;
   }
 
   private async startPage(index: number): Promise<void> {
@@ -261,6 +284,9 @@ export class SnapshotV2Writer {
     await this.submit();
     while (this.inFlight.length > 0) await this.store(this.inFlight.shift() as Batch);
     await this.finishPage();
+    // A background sync that failed fails the layer here (its error is the file system's).
+    await this.syncing;
+    if (this.syncFailure) throw this.syncFailure;
     const tableOffset = alignUp(this.pos, RAW_BLOCK_ALIGN);
     const fileLength = tableOffset + this.pagesWritten.length * this.pageSize;
     for (const [k, index] of this.pagesWritten.entries()) {

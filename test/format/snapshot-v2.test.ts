@@ -265,6 +265,36 @@ describe('writing', () => {
     expect(bytes.length).toBe(header.tableOffset + 4 * (16 + 1024 * 50));
   });
 
+  test('the data is synced while the writing goes on; a sync that fails fails the layer, leaving nothing', async () => {
+    const fs = new MemoryFileSystem();
+    const bs = 64 * KiB;
+    const syncs: number[] = [];
+    let written = 0;
+    fs.inject = (op) => {
+      if (op.op === 'write' && op.path.endsWith('.partial-' + process.pid)) written++;
+      if (op.op === 'sync' && op.path === `${FILE}.partial-${process.pid}`) {
+        syncs.push(written);
+        return syncs.length === 1 ? new Error('injected ENOSPC') : undefined;
+      }
+      return undefined;
+    };
+    const writer = await SnapshotV2Writer.create(fs, FILE, { size: 2048 * bs, blockSize: bs, parent: { kind: 'none' }, codec: native() });
+    const block = randomBytes(bs);
+    let failure: unknown;
+    try {
+      for (let b = 0; b < 2048; b++) await writer.add(b, block);
+      await writer.finish();
+    } catch (err) {
+      failure = err;
+      await writer.abort();
+    }
+    // 128 MiB of data: the first sync starts in the middle of it (before the last write), and fails.
+    expect(syncs[0]).toBeLessThan(written);
+    expect(failure).toMatchObject({ code: ErrorCode.IO });
+    expect(String((failure as Error).message)).toContain('injected ENOSPC');
+    expect(fs.list('/s')).toEqual([]);
+  });
+
   test('replace publishes over an existing layer; without it an existing layer is never replaced', async () => {
     const fs = new MemoryFileSystem();
     await write(fs, 4 * KiB, native());
