@@ -236,10 +236,6 @@ export function v2DataOffset(dirPages: number): number {
   return alignUp(HEADER_SIZE + dirPages * V2_DIR_ENTRY_SIZE, RAW_BLOCK_ALIGN);
 }
 
-/** Where table pages start after the data region ends: on a 4 KiB boundary, like everything after the header. */
-export function v2TableOffset(dataEnd: number): number {
-  return alignUp(dataEnd, RAW_BLOCK_ALIGN);
-}
 
 /** A sealed layer's file is read-only for everyone: it is never modified. */
 export const SEALED_MODE = 0o444;
