@@ -12,6 +12,7 @@ import { JOB_IDS, measuredSize } from './compare/jobs.mjs';
 import { renderText } from './compare/report.mjs';
 import { targets } from './compare/targets.mjs';
 import { TOOLS, compare, defaultDir } from './compare/run.mjs';
+import { sealedTargets } from './compare/sealed.mjs';
 import { stopAllServers } from './compare/server.mjs';
 import { printTlsComparison } from './compare/tls.mjs';
 
@@ -33,6 +34,7 @@ Options:
   --jobs LIST     comma-separated job ids (default: all): ${JOB_IDS.join(', ')}
   --size SIZE     size of the random base, e.g. 1G, 256M (default 1G, --quick 64M)
   --no-chain      skip cowdisk's 16-deep versus 1-deep chain read variant
+  --no-sealed     skip the reads through a sealed import of a compressible base (bench/compare/sealed.mjs)
   --dir DIR       where the run's temporary directory goes (default ${defaultDir})
   --wait-idle S   before each measurement, wait up to S seconds for other processes to use
                   under a quarter of a core (default 0: measure at once; the table says how
@@ -69,6 +71,7 @@ async function main() {
       jobs: { type: 'string' },
       size: { type: 'string' },
       'no-chain': { type: 'boolean', default: false },
+      'no-sealed': { type: 'boolean', default: false },
       dir: { type: 'string', default: defaultDir },
       'wait-idle': { type: 'string', default: '0' },
       tls: { type: 'boolean', default: false },
@@ -116,6 +119,7 @@ async function main() {
       tools: list(values.tools),
       jobs,
       chain: !values['no-chain'],
+      sealed: !values['no-sealed'],
       dir: values.dir ?? defaultDir,
       waitIdle,
       signal: abort.signal,
@@ -132,7 +136,7 @@ async function main() {
     for (const plot of await plots(result)) writeFileSync(join(values.plots, `${plot.id.replace(/^job-/, '')}.svg`), plot.svg);
     process.stderr.write(`compare: wrote the plots to ${values.plots}\n`);
   }
-  if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: { cowdisk: targets(result), 'cowdisk-nopoll': targets(result, 'cowdisk-nopoll') } }, null, 2) + '\n');
+  if (values.json) process.stdout.write(JSON.stringify({ command, ...result, targets: { cowdisk: targets(result), 'cowdisk-nopoll': targets(result, 'cowdisk-nopoll') }, sealedTargets: sealedTargets(result.sealed, result.chain) }, null, 2) + '\n');
   else process.stdout.write(renderText(result, command));
 }
 

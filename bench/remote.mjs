@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cloneFromRegistry, cloneImage, importRaw, openImage, pullImage, pushImage } from '../dist/index.js';
-import { SnapshotFile } from '../dist/format/snapshot-reader.js';
+import { openSealedFile } from '../dist/image/open-layer.js';
 import { realFileSystem } from '../dist/io/real-file.js';
 import { foreignCores, sampleCpu } from './compare/interference.mjs';
 import { bootRead, bootUnavailable, makeExt4Image } from './remote/boot.mjs';
@@ -142,7 +142,7 @@ async function main() {
     result.clone = { ...clones[1], layerBytes: statSync(base).size };
 
     // N random block reads: bytes moved against what those blocks and their tables store.
-    const sealed = await SnapshotFile.open(realFileSystem, base);
+    const sealed = await openSealedFile(realFileSystem, base);
     const picks = [];
     const seen = new Set();
     while (picks.length < reads) {

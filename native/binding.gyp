@@ -9,8 +9,10 @@
         "src/genl.cc",
         "src/nbd_geometry.cc",
         "src/nbd_netlink.cc",
-        "src/nbd_ioctl.cc"
+        "src/nbd_ioctl.cc",
+        "src/frames.cc"
       ],
+      "libraries": ["-llz4"],
       "defines": ["NAPI_VERSION=8"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
     }

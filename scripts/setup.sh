@@ -21,11 +21,12 @@ cd "$(dirname "$0")/.."
 #   kmod              modprobe in the guest
 #   gnutls-bin        certtool and psktool: the TLS tests make their certificates and PSK files with them
 #   g++ make python3  node-gyp builds the native addon (native/) with them
+#   liblz4-dev        the addon's lz4 for sealed layers' frames (native/src/frames.cc)
 #   docker-registry   Docker Distribution, the real OCI registry the registry tests push to and pull from
 #   apache2-utils     htpasswd -B, the bcrypt password file of the registry's htpasswd auth
 #   openssl           the test CA and certificates (registry TLS, the token server's signing key)
 PACKAGES=(qemu-utils libnbd-bin python3-libnbd fio nbdkit fuse3 e2fsprogs util-linux
-  qemu-system-x86 linux-image-amd64 busybox-static nbd-client kmod gnutls-bin g++ make python3
+  qemu-system-x86 linux-image-amd64 busybox-static nbd-client kmod gnutls-bin g++ make python3 liblz4-dev
   docker-registry apache2-utils openssl)
 
 missing=()

@@ -31,6 +31,7 @@ export type { RegistryAccess } from './ops/remote-source.js';
 export type { FillOptions, FillResult, RemoteCache, RemoteStats } from './image/layer.js';
 export { defaultCacheDir } from './image/layer-cache.js';
 export { Credentials, looksLikeReference } from './registry/index.js';
+export { upgradeLayer, type UpgradeResult } from './ops/upgrade.js';
 export type { LifecycleOptions, SealResult } from './ops/seal.js';
 export { NbdServer, transmissionFlags, loadTlsCredentials, type NbdServerOptions, type ListenOptions, type ExportConfig, type TlsCredentials, type TlsMode } from './nbd/index.js';
 export { DEFAULT_POLL_US } from './nbd/poller.js';

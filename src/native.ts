@@ -82,6 +82,14 @@ export interface NativeBinding {
   nbdIoctlConnect(options: NbdIoctlOptions, onEnd: (err: NodeJS.ErrnoException | null) => void): Promise<void>;
   /** NBD_DISCONNECT on the device (the serving thread then clears its sockets). */
   nbdIoctlDisconnect(device: string): Promise<void>;
+  /**
+   * Seals `count` blocks laid end to end in `data` on the thread pool (format/frames.ts says
+   * what goes where); resolves with the bytes written to `packed`. Absent from an addon built
+   * before format version 2.
+   */
+  sealFrames?(data: Buffer, count: number, blockSize: number, packed: Buffer, codes: Uint16Array, lengths: Uint32Array, digests: Buffer): Promise<number>;
+  /** Decodes the lz4 block `src` into `dst`: the bytes decoded, or -1 when it does not decode within dst. */
+  decodeFrame?(src: Uint8Array, dst: Uint8Array): number;
 }
 
 /**

@@ -33,7 +33,7 @@ export const CHAIN_DEPTHS = [1, 16];
 /** @typedef {import('./tool.mjs').RunContext} RunContext */
 
 /** @param {string[]} args */
-function cowdisk(args) {
+export function cowdisk(args) {
   return runChecked(process.execPath, [BIN, ...args]);
 }
 

@@ -8,6 +8,8 @@
  */
 import { targets } from './targets.mjs';
 
+import { renderSealed } from './sealed.mjs';
+
 /** @typedef {import('./run.mjs').Result} Result */
 /** @typedef {import('./run.mjs').Sample} Measurement */
 
@@ -57,6 +59,8 @@ export function renderText(result, command) {
   } else {
     out.push(`Not measured: ${result.chain.skipped}.`);
   }
+
+  out.push(...renderSealed(result.sealed, result.chain));
 
   const goals = targetTable(result);
   if (goals) out.push('', '## Targets for cowdisk (issues 5 and 13)', '', ...markdownTable(...goals));

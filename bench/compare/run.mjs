@@ -19,6 +19,7 @@ import { foreignCores, sampleCpu, waitForIdle } from './interference.mjs';
 import { MIN_STRIDE, buildJobs, chainReadPass, measuredSize, warmupPass } from './jobs.mjs';
 import { PEERS } from './peers.mjs';
 import { cpuSeconds } from './server-cpu.mjs';
+import { measureSealed, sealedUnavailable } from './sealed.mjs';
 import { startServer } from './server.mjs';
 import { firstLine } from './tool.mjs';
 
@@ -45,6 +46,7 @@ export const TOOLS = [cowdiskTool, cowdiskNoPollTool, ...PEERS];
  * @property {string[] | null} tools  ids; null: every tool (cowdisk skipped, with the reason, if its verbs are missing)
  * @property {string[] | null} jobs  ids; null: every job
  * @property {boolean} chain  run the chain-depth variant
+ * @property {boolean} sealed  run the sealed-import variant (sealed.mjs)
  * @property {string} dir  parent of the run's temporary directory
  * @property {number} waitIdle  seconds each measurement may wait for other processes to go quiet
  * @property {AbortSignal} [signal]  aborts the run between measurements (Ctrl-C)
@@ -60,6 +62,7 @@ export const TOOLS = [cowdiskTool, cowdiskNoPollTool, ...PEERS];
  * @property {{ id: string, title: string, short: string, rate: 'iops' | 'mibps', headline: Job['headline'] }[]} jobs
  * @property {{ tool: string, job: string, reps: Sample[], median: Sample }[]} results
  * @property {{ depth: number, reps: Sample[], median: Sample }[] | { skipped: string }} chain
+ * @property {import('./sealed.mjs').SealedResult | { skipped: string }} sealed
  */
 
 export const defaultDir = tmpdir();
@@ -110,6 +113,8 @@ export async function compare(options, progress) {
       : !tools.includes(cowdiskTool)
         ? { skipped: 'cowdisk is not among the tools measured' }
         : await measureChain(runCtx, options, progress);
+    const sealedWhy = !options.sealed ? 'not requested (--no-sealed)' : !tools.includes(cowdiskTool) ? 'cowdisk is not among the tools measured' : (chainUnavailable() ?? sealedUnavailable());
+    const sealed = sealedWhy ? { skipped: sealedWhy } : await measureSealed(runCtx, options, mkdtempSync(join(dir, 'sealed-')), progress);
     if (baseIdentity(runCtx.base) !== baseBefore) throw new Error('the shared base changed during the run: a tool wrote to it');
     return {
       date: new Date().toISOString(),
@@ -120,6 +125,7 @@ export async function compare(options, progress) {
       jobs: jobs.map((j) => ({ id: j.id, title: j.title, short: j.short, rate: j.rate, headline: j.headline })),
       results,
       chain,
+      sealed,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -139,7 +145,7 @@ export async function compare(options, progress) {
  * @param {string[]} shared  the files the image reads through to, kept in the page cache
  * @returns {Promise<Sample>}
  */
-async function measure(runDir, name, fresh, job, warmup, waitIdle, shared) {
+export async function measure(runDir, name, fresh, job, warmup, waitIdle, shared) {
   const jobDir = join(runDir, name);
   mkdirSync(jobDir);
   try {

@@ -8,5 +8,6 @@ namespace cowdisk {
 void RegisterFiles(napi_env env, napi_value exports);
 void RegisterNbdNetlink(napi_env env, napi_value exports);
 void RegisterNbdIoctl(napi_env env, napi_value exports);
+void RegisterFrames(napi_env env, napi_value exports);
 
 }  // namespace cowdisk

@@ -22,8 +22,9 @@ import { register as diff } from './diff.js';
 import { register as gc } from './gc.js';
 import { register as push } from './push.js';
 import { register as pull } from './pull.js';
+import { register as upgrade } from './upgrade.js';
 import { register as bench } from './bench.js';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [create, importRaw, clone, info, map, check, exportImage, snapshot, commit, rebase, flatten, diff, gc, push, pull, serve, attach, detach, devices, bench];
+export const commands: Register[] = [create, importRaw, clone, info, map, check, exportImage, snapshot, commit, rebase, flatten, upgrade, diff, gc, push, pull, serve, attach, detach, devices, bench];

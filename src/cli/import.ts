@@ -25,8 +25,9 @@ export function register(program: Command): void {
     .addHelpText(
       'after',
       `
-Blocks of zeros are recorded as such and take no space; other blocks are stored lz4-compressed
-where that saves space, each with its SHA-256. The layer digest is the layer's identity.
+Blocks of zeros are recorded as such and take no space; other blocks are stored in 4 KiB frames,
+lz4-compressed where that saves space, each block with its SHA-256. The layer digest is the
+layer's identity.
 
 Example:
   $ cowdisk import debian.raw debian.snap

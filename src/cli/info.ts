@@ -17,7 +17,7 @@ interface InfoCliOptions {
 export function register(program: Command): void {
   program
     .command('info')
-    .description('Describe an image: kind, sizes, block size, allocation, dirty flag, parent chain.')
+    .description('Describe an image: kind, format version, sizes, block size, allocation, dirty flag, parent chain.')
     .argument('<image>', 'an overlay, a snapshot or a raw image; opened read-only')
     .option('--chain', 'also list every layer below: kind, identity, size on disk, path')
     .option('--json', 'print JSON for scripts')
@@ -32,6 +32,7 @@ Example:
   $ cowdisk info --chain vm1.cow
   image         /vms/vm1.cow
   kind          overlay
+  format        version 1
   identity      uuid:0f4c7d2e9a1b4c3d8e7f6a5b4c3d2e1f
   virtual size  20 GiB (21474836480 bytes)
   block size    64 KiB, 16 sub-blocks of 4 KiB
@@ -41,9 +42,9 @@ Example:
   created       2025-01-01T12:00:00.000Z
   parent        base.snap (snapshot)
 
-  LAYER  KIND      ON DISK    IDENTITY          PATH
-  0      overlay   7.1 MiB    uuid:0f4c7d2e...  /vms/vm1.cow
-  1      snapshot  1.21 GiB   sha256:5f0c...    /vms/base.snap`,
+  LAYER  KIND      FORMAT  ON DISK    IDENTITY          PATH
+  0      overlay   v1      7.1 MiB    uuid:0f4c7d2e...  /vms/vm1.cow
+  1      snapshot  v2      1.21 GiB   sha256:5f0c...    /vms/base.snap`,
     )
     .action(async (image: string, options: InfoCliOptions) => {
       const description = await describeImage(image, { chain: options.chain, format: options.format });
@@ -57,6 +58,7 @@ function render(d: ImageDescription): string[] {
   const rows: Array<[string, string]> = [
     ['image', d.path],
     ['kind', d.kind],
+    ...(d.version === null ? [] : [['format', `version ${d.version}`] as [string, string]]),
     ['identity', d.identity],
     ['virtual size', `${formatSize(d.virtualSize)} (${d.virtualSize} bytes)`],
     ['block size', d.subBlocks === null ? formatSize(d.blockSize) : `${formatSize(d.blockSize)}, ${d.subBlocks} sub-blocks of ${formatSize(d.blockSize / d.subBlocks)}`],
@@ -74,7 +76,13 @@ function render(d: ImageDescription): string[] {
   if (d.parent) rows.push(['parent', `${d.parent.recordedPath} (${d.parent.kind})`]);
   const lines = formatTable(rows).map((line) => line.trimEnd());
   if (d.chain) {
-    lines.push('', ...formatTable([['LAYER', 'KIND', 'ON DISK', 'IDENTITY', 'PATH'], ...d.chain.map((l) => [String(l.index), l.kind, formatSize(l.bytesOnDisk), l.identity, l.path])]));
+    lines.push(
+      '',
+      ...formatTable([
+        ['LAYER', 'KIND', 'FORMAT', 'ON DISK', 'IDENTITY', 'PATH'],
+        ...d.chain.map((l) => [String(l.index), l.kind, l.version === null ? '-' : `v${l.version}`, formatSize(l.bytesOnDisk), l.identity, l.path]),
+      ]),
+    );
     for (const l of d.chain) {
       const r = l.remote;
       if (r) lines.push(`layer ${l.index} is fetched from ${r.source} as it is read: ${r.cachedPieces === r.pieces ? 'whole in the layer cache' : `${r.cachedPieces} of ${r.pieces} pieces in the layer cache`}.`);

@@ -7,7 +7,12 @@
  * block-table directory) carries a CRC-32 (IEEE, as zlib.crc32); block data carries SHA-256.
  */
 
+/** The version of every overlay, and of a snapshot layer written by format version 1's writer. */
 export const FORMAT_VERSION = 1;
+/** A snapshot layer of independently decodable frames (docs/FORMAT.md, "Snapshot layer, version 2"). */
+export const SNAPSHOT_V2 = 2;
+/** The snapshot versions this build reads; it writes SNAPSHOT_V2. */
+export const SNAPSHOT_VERSIONS: readonly number[] = [FORMAT_VERSION, SNAPSHOT_V2];
 
 /** "COWDISKO": a writable overlay. */
 export const OVERLAY_MAGIC = Buffer.from('COWDISKO', 'latin1');
@@ -169,6 +174,69 @@ export const BlockKind = {
   LZ4: 3,
 } as const;
 
+/**
+ * Snapshot header fields of version 2 that version 1 does not have (the rest are SnapshotHeader's,
+ * at the same offsets; version 2 has no DIR_CRC: the directory's SHA-256 guards it).
+ */
+export const SnapshotV2Header = {
+  FRAME_SIZE: 40,
+  TABLE_OFFSET: 104,
+  FILE_LENGTH: 112,
+  DIR_SHA256: 2304,
+} as const;
+
+/**
+ * Version 2 splits every stored block into frames of this size, each compressed on its own, so a
+ * 4 KiB read decodes 4 KiB. Block sizes are powers of two from 4 KiB, so a block is whole frames.
+ */
+export const FRAME_SIZE = 4096;
+/**
+ * A frame's code in its block's table entry (u16): 0 a zero frame (nothing stored), FRAME_SIZE a
+ * frame stored raw, anything between the length of its lz4 block (no size prefix: a frame always
+ * decodes to FRAME_SIZE bytes).
+ */
+export const FrameCode = {
+  ZERO: 0,
+  RAW: FRAME_SIZE,
+} as const;
+
+/** Version 2 directory entry: page offset (0 = no page stored), blocks held, the page's SHA-256. */
+export const V2_DIR_ENTRY_SIZE = 48;
+export const V2DirEntryField = {
+  PAGE_OFFSET: 0,
+  BLOCKS: 12,
+  PAGE_SHA256: 16,
+} as const;
+/** "CDS2": a version 2 block-table page (its entries carry frame codes, so it cannot pass for a v1 page). */
+export const V2_TABLE_PAGE_MAGIC = 0x32534443;
+/** Version 2 table entry fields, from the entry's start; the frame codes follow the digest. */
+export const V2TableEntryField = {
+  OFFSET: 0,
+  STORED_LENGTH: 8,
+  KIND: 12,
+  DIGEST: 16,
+  FRAMES: 48,
+} as const;
+
+export function framesPerBlock(blockSize: number): number {
+  return blockSize / FRAME_SIZE;
+}
+
+/** A version 2 table entry: 48 bytes and a u16 code per frame (80 bytes at 64 KiB blocks). */
+export function v2TableEntrySize(blockSize: number): number {
+  return V2TableEntryField.FRAMES + 2 * framesPerBlock(blockSize);
+}
+
+export function v2TablePageSize(blockSize: number): number {
+  return TABLE_PAGE_HEADER + TABLE_ENTRIES_PER_PAGE * v2TableEntrySize(blockSize);
+}
+
+/** Version 2's data region starts after the directory (which follows the header), on a 4 KiB boundary. */
+export function v2DataOffset(dirPages: number): number {
+  return alignUp(HEADER_SIZE + dirPages * V2_DIR_ENTRY_SIZE, RAW_BLOCK_ALIGN);
+}
+
+
 /** A sealed layer's file is read-only for everyone: it is never modified. */
 export const SEALED_MODE = 0o444;
 
@@ -178,6 +246,8 @@ export const RAW_BLOCK_ALIGN = 4096;
 export const LZ4_MIN_SAVING = 1 / 16;
 /** lz4-napi's block format starts with the uncompressed size, a u32. */
 export const LZ4_SIZE_PREFIX = 4;
+/** Version 2 keeps lz4 for a frame by the same rule: only when it saves at least 1/16 of the frame. */
+export const FRAME_MAX_LZ4 = FRAME_SIZE * (1 - LZ4_MIN_SAVING);
 
 /** Prefix of the SHA-256 input that makes a snapshot's layer digest (see docs/FORMAT.md). */
 export const LAYER_DIGEST_PREFIX = Buffer.from('cowdisk-layer-v1\0', 'latin1');

@@ -1,5 +1,6 @@
 /**
- * Header codecs for the overlay and the snapshot layer, and the parent reference both carry.
+ * Header codecs for the overlay and the snapshot layer (versions 1 and 2), and the parent
+ * reference they all carry.
  *
  * A decoder trusts nothing: magic, version and CRC are checked first (in that order, so the error
  * says the most useful thing: "not a cowdisk file" before "damaged"), then every field is checked
@@ -30,14 +31,20 @@ import {
   PARENT_REF_OFFSET,
   ParentKind,
   ParentRefField,
+  FRAME_SIZE,
   SNAPSHOT_MAGIC,
+  SNAPSHOT_V2,
+  SNAPSHOT_VERSIONS,
   SnapshotHeader,
+  SnapshotV2Header,
   TABLE_ENTRIES_PER_PAGE,
   UUID_SIZE,
   blockCount,
   isPowerOfTwo,
+  v2DataOffset,
 } from './constants.js';
 import { CowdiskError, ErrorCode } from '../errors.js';
+import type { SealedHeader } from './sealed-file.js';
 
 export type ParentRef =
   | { kind: 'none' }
@@ -60,6 +67,7 @@ export interface OverlayHeaderFields {
   parent: ParentRef;
 }
 
+/** A version 1 snapshot header. */
 export interface SnapshotHeaderFields {
   size: number;
   blockSize: number;
@@ -71,6 +79,17 @@ export interface SnapshotHeaderFields {
   layerDigest: Buffer;
   createdNs: bigint;
   parent: ParentRef;
+}
+
+/** A version 2 snapshot header: the fields every version has, and where version 2's parts lie. */
+export interface SnapshotV2HeaderFields extends SealedHeader {
+  dirPages: number;
+  /** Where the table pages start: the end of the data region. */
+  tableOffset: number;
+  /** The whole file's length: a file cut anywhere is TRUNCATED at open. */
+  fileLength: number;
+  /** SHA-256 of the directory. */
+  dirSha256: Buffer;
 }
 
 function corrupt(path: string, what: string): CowdiskError {
@@ -127,25 +146,44 @@ export function sniffKind(first: Buffer): 'overlay' | 'snapshot' | undefined {
   return undefined;
 }
 
-/** Magic, version and CRC, checked in the order that gives the most useful error. */
-function checkEnvelope(buf: Buffer, magic: Buffer, what: string, path: string): void {
-  if (buf.length < HEADER_SIZE || !buf.subarray(0, MAGIC_LENGTH).equals(magic)) {
+/** Magic and version (one of `versions`, with no incompatible feature bit): the version. */
+function checkVersion(buf: Buffer, magic: Buffer, what: string, path: string, versions: readonly number[]): number {
+  if (buf.length < VERSION_PROBE_LENGTH || !buf.subarray(0, MAGIC_LENGTH).equals(magic)) {
     throw new CowdiskError(ErrorCode.BAD_MAGIC, `${path} is not a cowdisk ${what} (its first bytes are not the ${what} magic).`, {
       path,
     });
   }
   const version = buf.readUInt32LE(8);
   const incompat = buf.readUInt32LE(12);
-  if (version !== FORMAT_VERSION || incompat !== 0) {
+  if (!versions.includes(version) || incompat !== 0) {
     throw new CowdiskError(
       ErrorCode.BAD_VERSION,
-      `${path} is a cowdisk ${what} of format version ${version} (features ${incompat}); this cowdisk reads version ${FORMAT_VERSION}. Use a newer cowdisk.`,
+      `${path} is a cowdisk ${what} of format version ${version} (features ${incompat}); this cowdisk reads version ${versions.join(' and ')}. Use a newer cowdisk.`,
       { path },
     );
   }
+  return version;
+}
+
+/** Magic, version and CRC, checked in the order that gives the most useful error. */
+function checkEnvelope(buf: Buffer, magic: Buffer, what: string, path: string, version = FORMAT_VERSION): void {
+  checkVersion(buf.length < HEADER_SIZE ? Buffer.alloc(0) : buf, magic, what, path, [version]);
   if (zlibCrc32(buf.subarray(0, HEADER_CRC_OFFSET)) !== buf.readUInt32LE(HEADER_CRC_OFFSET)) {
     throw corrupt(path, 'header checksum mismatch');
   }
+}
+
+/** The bytes `snapshotVersion` needs: the magic, the version and the incompatible feature bits. */
+export const VERSION_PROBE_LENGTH = 16;
+
+/**
+ * The format version of a snapshot layer's header (1 or 2), from its first VERSION_PROBE_LENGTH
+ * bytes (its magic, version and feature fields):
+ * BAD_MAGIC for no snapshot, BAD_VERSION for a version this build does not read. Which reader
+ * decodes the rest follows from it.
+ */
+export function snapshotVersion(buf: Buffer, path: string): number {
+  return checkVersion(buf, SNAPSHOT_MAGIC, 'snapshot layer', path, SNAPSHOT_VERSIONS);
 }
 
 function sealHeader(buf: Buffer): Buffer {
@@ -267,21 +305,27 @@ export function decodeOverlayHeader(buf: Buffer, path: string): OverlayHeaderFie
   };
 }
 
-export function encodeSnapshotHeader(h: SnapshotHeaderFields): Buffer {
+/** A snapshot header's fields that both versions have, at the same offsets; the caller adds its own and seals. */
+function encodeSnapshotCommon(h: SealedHeader & { dirPages: number }, version: number): Buffer {
   const buf = Buffer.alloc(HEADER_SIZE);
   SNAPSHOT_MAGIC.copy(buf, SnapshotHeader.MAGIC);
-  buf.writeUInt32LE(FORMAT_VERSION, SnapshotHeader.VERSION);
+  buf.writeUInt32LE(version, SnapshotHeader.VERSION);
   buf.writeBigUInt64LE(BigInt(h.size), SnapshotHeader.VIRTUAL_SIZE);
   buf.writeUInt32LE(h.blockSize, SnapshotHeader.BLOCK_SIZE);
   buf.writeUInt32LE(h.dirPages, SnapshotHeader.DIR_PAGES);
-  buf.writeBigUInt64LE(BigInt(h.dirOffset), SnapshotHeader.DIR_OFFSET);
-  buf.writeUInt32LE(h.dirCrc, SnapshotHeader.DIR_CRC);
   buf.writeUInt32LE(h.storedBlocks, SnapshotHeader.STORED_BLOCKS);
   h.layerDigest.copy(buf, SnapshotHeader.LAYER_DIGEST);
   buf.writeBigUInt64LE(h.createdNs, SnapshotHeader.CREATED_NS);
   buf.writeBigUInt64LE(BigInt(h.dataBytes), SnapshotHeader.DATA_BYTES);
   buf.writeUInt32LE(TABLE_ENTRIES_PER_PAGE, SnapshotHeader.ENTRIES_PER_PAGE);
   encodeParent(buf, h.parent);
+  return buf;
+}
+
+export function encodeSnapshotHeader(h: SnapshotHeaderFields): Buffer {
+  const buf = encodeSnapshotCommon(h, FORMAT_VERSION);
+  buf.writeBigUInt64LE(BigInt(h.dirOffset), SnapshotHeader.DIR_OFFSET);
+  buf.writeUInt32LE(h.dirCrc, SnapshotHeader.DIR_CRC);
   return sealHeader(buf);
 }
 
@@ -322,3 +366,67 @@ export function decodeSnapshotHeader(buf: Buffer, path: string, fileSize: number
     parent,
   };
 }
+
+export function encodeSnapshotV2Header(h: SnapshotV2HeaderFields): Buffer {
+  const buf = encodeSnapshotCommon(h, SNAPSHOT_V2);
+  buf.writeBigUInt64LE(BigInt(HEADER_SIZE), SnapshotHeader.DIR_OFFSET);
+  buf.writeUInt32LE(FRAME_SIZE, SnapshotV2Header.FRAME_SIZE);
+  buf.writeBigUInt64LE(BigInt(h.tableOffset), SnapshotV2Header.TABLE_OFFSET);
+  buf.writeBigUInt64LE(BigInt(h.fileLength), SnapshotV2Header.FILE_LENGTH);
+  h.dirSha256.copy(buf, SnapshotV2Header.DIR_SHA256);
+  return sealHeader(buf);
+}
+
+/**
+ * A version 2 header, checked against itself and the file: the directory right after the header,
+ * the data region after it, the table region after that, and the file exactly as long as the
+ * header says (shorter is TRUNCATED wherever it was cut).
+ */
+export function decodeSnapshotV2Header(buf: Buffer, path: string, fileSize: number): SnapshotV2HeaderFields {
+  checkEnvelope(buf, SNAPSHOT_MAGIC, 'snapshot layer', path, SNAPSHOT_V2);
+  const size = readU64(buf, SnapshotHeader.VIRTUAL_SIZE, path, 'virtual size');
+  const blockSize = buf.readUInt32LE(SnapshotHeader.BLOCK_SIZE);
+  validateGeometry(size, blockSize, path);
+  const frameSize = buf.readUInt32LE(SnapshotV2Header.FRAME_SIZE);
+  if (frameSize !== FRAME_SIZE) {
+    throw new CowdiskError(
+      ErrorCode.BAD_VERSION,
+      `${path} is a cowdisk snapshot layer of ${frameSize}-byte frames; this cowdisk reads frames of ${FRAME_SIZE} bytes. Use a newer cowdisk.`,
+      { path },
+    );
+  }
+  if (buf.readUInt32LE(SnapshotHeader.ENTRIES_PER_PAGE) !== TABLE_ENTRIES_PER_PAGE) throw corrupt(path, 'block table page geometry');
+  const blocks = blockCount(size, blockSize);
+  const dirPages = buf.readUInt32LE(SnapshotHeader.DIR_PAGES);
+  if (dirPages !== Math.ceil(blocks / TABLE_ENTRIES_PER_PAGE)) throw corrupt(path, `directory of ${dirPages} pages for ${blocks} blocks`);
+  if (readU64(buf, SnapshotHeader.DIR_OFFSET, path, 'directory offset') !== HEADER_SIZE) throw corrupt(path, 'the directory does not follow the header');
+  const fileLength = readU64(buf, SnapshotV2Header.FILE_LENGTH, path, 'file length');
+  const tableOffset = readU64(buf, SnapshotV2Header.TABLE_OFFSET, path, 'table offset');
+  const dataOffset = v2DataOffset(dirPages);
+  if (tableOffset < dataOffset || tableOffset > fileLength) throw corrupt(path, `table region at ${tableOffset} lies outside ${dataOffset}..${fileLength}`);
+  if (fileSize < fileLength) {
+    throw new CowdiskError(ErrorCode.TRUNCATED, `${path} is truncated: it should be ${fileLength} bytes long but has ${fileSize}. Restore it from a copy.`, { path });
+  }
+  if (fileSize > fileLength) throw corrupt(path, `the file is ${fileSize} bytes, longer than the ${fileLength} its header says`);
+  const storedBlocks = buf.readUInt32LE(SnapshotHeader.STORED_BLOCKS);
+  if (storedBlocks > blocks) throw corrupt(path, `${storedBlocks} stored blocks in a disk of ${blocks}`);
+  const dataBytes = readU64(buf, SnapshotHeader.DATA_BYTES, path, 'data bytes');
+  if (dataBytes > tableOffset - dataOffset) throw corrupt(path, `${dataBytes} bytes of data in a data region of ${tableOffset - dataOffset}`);
+  const parent = decodeParent(buf, path);
+  if (parent.kind !== 'none' && parent.size !== size) throw corrupt(path, `parent size ${parent.size} differs from the virtual size ${size}`);
+  const at = SnapshotV2Header.DIR_SHA256;
+  return {
+    size,
+    blockSize,
+    dirPages,
+    tableOffset,
+    fileLength,
+    dirSha256: Buffer.from(buf.subarray(at, at + DIGEST_SIZE)),
+    storedBlocks,
+    dataBytes,
+    layerDigest: Buffer.from(buf.subarray(SnapshotHeader.LAYER_DIGEST, SnapshotHeader.LAYER_DIGEST + DIGEST_SIZE)),
+    createdNs: buf.readBigUInt64LE(SnapshotHeader.CREATED_NS),
+    parent,
+  };
+}
+

@@ -2,15 +2,17 @@
  * Opening one file as a layer: the only place that knows which classes stand behind the layer
  * interface (layer.ts). The kind of a file is read from its first bytes: an overlay, a snapshot
  * layer, or (no cowdisk magic) a raw image; an overlay whose first header slot is damaged is known
- * by its second. A snapshot with a layer-cache record beside it (layer-cache.ts) is a cached
- * copy that is filled on demand: a remote layer.
+ * by its second. A snapshot layer's format version, in its header, picks its reader. A snapshot
+ * with a layer-cache record beside it (layer-cache.ts) is a cached copy that is filled on demand:
+ * a remote layer.
  */
 import { CowdiskError, ErrorCode } from '../errors.js';
-import { MAGIC_LENGTH } from '../format/constants.js';
-import { sniffKind } from '../format/header.js';
+import { MAGIC_LENGTH, SNAPSHOT_MAGIC, SNAPSHOT_V2 } from '../format/constants.js';
+import { VERSION_PROBE_LENGTH, sniffKind, snapshotVersion } from '../format/header.js';
 import { type FileProbe, PROBE_LENGTH, probeBytes } from '../format/probe.js';
 import { RawFile } from '../format/raw.js';
 import { SnapshotFile } from '../format/snapshot-reader.js';
+import { SnapshotV2File } from '../format/snapshot-v2-reader.js';
 import type { FileSystem } from '../io/file.js';
 import { realFileSystem } from '../io/real-file.js';
 import type { SealedFile } from '../format/sealed-file.js';
@@ -73,11 +75,6 @@ export async function parentKind(file: string, fs: FileSystem): Promise<ImageKin
   return (await probe(file, fs)).kind ?? 'raw';
 }
 
-/** Opens a snapshot file with the reader of its format version. */
-export function openSealedFile(fs: FileSystem, file: string): Promise<SealedFile> {
-  return SnapshotFile.open(fs, file);
-}
-
 /** Opens a snapshot file or a raw file (of the kind given, as detectKind found it) as a sealed layer. */
 export async function openSealedLayer(fs: FileSystem, file: string, kind: 'snapshot' | 'raw'): Promise<SealedLayer> {
   if (kind === 'raw') return new RawLayer(await RawFile.open(fs, file));
@@ -90,4 +87,20 @@ export async function openSealedLayer(fs: FileSystem, file: string, kind: 'snaps
     await sealed.close();
     throw err;
   }
+}
+
+/** A snapshot file through the reader of its format version (BAD_VERSION for one this build does not read). */
+export async function openSealedFile(fs: FileSystem, file: string): Promise<SealedFile> {
+  const handle = await fs.open(file, { readOnly: true });
+  let version: number | null;
+  try {
+    const head = Buffer.alloc(VERSION_PROBE_LENGTH);
+    // A file too short to say, or without the magic, is the version 1 reader's to describe
+    // (TRUNCATED when it has the magic, BAD_MAGIC when not).
+    const whole = (await handle.read(head, 0)) === head.length;
+    version = whole && head.subarray(0, MAGIC_LENGTH).equals(SNAPSHOT_MAGIC) ? snapshotVersion(head, handle.path) : null;
+  } finally {
+    await handle.close();
+  }
+  return version === SNAPSHOT_V2 ? SnapshotV2File.open(fs, file) : SnapshotFile.open(fs, file);
 }

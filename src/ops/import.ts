@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import { DEFAULT_BLOCK_SIZE } from '../format/constants.js';
 import { RawFile } from '../format/raw.js';
-import { SnapshotWriter } from '../format/snapshot-writer.js';
+import { SnapshotV2Writer } from '../format/snapshot-v2-writer.js';
 import type { FileSystem } from '../io/file.js';
 import { fileSystemOf } from '../io/real-file.js';
 import { CowdiskError, ErrorCode } from '../errors.js';
@@ -44,7 +44,7 @@ export async function importRaw(rawFile: string, snapshotFile: string, options: 
   try {
     const size = raw.size;
     if (size === 0) throw new CowdiskError(ErrorCode.INVALID_ARGUMENT, `${raw.path} is empty; there is nothing to import.`, { path: raw.path });
-    const writer = await SnapshotWriter.create(fs, snapshotFile, { size, blockSize, parent: { kind: 'none' } });
+    const writer = await SnapshotV2Writer.create(fs, snapshotFile, { size, blockSize, parent: { kind: 'none' } });
     try {
       const chunk = Buffer.alloc(Math.max(CHUNK, blockSize));
       const zeros = Buffer.alloc(blockSize);

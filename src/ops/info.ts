@@ -11,6 +11,7 @@
  * over its pages, 8 bytes a block), a snapshot's header and block directory (no table page is
  * read). A raw file has no block states; only its bytes on disk are told.
  */
+import { FORMAT_VERSION } from '../format/constants.js';
 import type { ParentRef } from '../format/header.js';
 import type { FileSystem } from '../io/file.js';
 import { fileSystemOf } from '../io/real-file.js';
@@ -34,6 +35,8 @@ export interface LayerDescription {
   /** 0 is the top layer (the image itself). */
   index: number;
   kind: LayerKind;
+  /** The file's format version (an overlay's, or a snapshot layer's: 1 or 2), or null for a raw file. */
+  version: number | null;
   path: string;
   /** A snapshot's layer digest (sha256:...), a raw base's fingerprint (raw:size=...), an overlay's uuid (uuid:...). */
   identity: string;
@@ -47,6 +50,8 @@ export interface LayerDescription {
 export interface ImageDescription {
   path: string;
   kind: ImageKind;
+  /** The file's format version (an overlay's, or a snapshot layer's: 1 or 2), or null for a raw file. */
+  version: number | null;
   /** The file's own identity, as a child records it (see LayerDescription.identity). */
   identity: string;
   /** Size of the disk the image presents, in bytes. */
@@ -85,7 +90,18 @@ export async function describeImage(file: string, options: DescribeOptions = {})
     const { device } = image;
     const bytesOnDisk = (await fs.stat(image.path)).allocated;
     const blocks = Math.ceil(device.size / device.blockSize);
-    const common = { path: image.path, kind: image.kind, identity: device.chain[0].identity, virtualSize: device.size, blockSize: device.blockSize, blocks, depth: device.chain.length };
+    // Versions by chain position: the overlay's (there is one), then each sealed layer's.
+    const versions = [...(image.overlay ? [FORMAT_VERSION] : []), ...image.layers.map((layer) => layer.version)];
+    const common = {
+      path: image.path,
+      kind: image.kind,
+      version: versions[0],
+      identity: device.chain[0].identity,
+      virtualSize: device.size,
+      blockSize: device.blockSize,
+      blocks,
+      depth: device.chain.length,
+    };
     const parentOf = (ref: ParentRef): ImageDescription['parent'] =>
       ref.kind === 'none' ? null : { kind: ref.kind, recordedPath: ref.path, path: device.chain[1].path };
     let description: ImageDescription;
@@ -118,7 +134,7 @@ export async function describeImage(file: string, options: DescribeOptions = {})
       description.chain = await Promise.all(
         device.chain.map(async (layer, index): Promise<LayerDescription> => {
           const stat = await fs.stat(layer.path);
-          const described: LayerDescription = { index, kind: layer.kind, path: layer.path, identity: layer.identity, fileSize: stat.size, bytesOnDisk: stat.allocated };
+          const described: LayerDescription = { index, kind: layer.kind, version: versions[index], path: layer.path, identity: layer.identity, fileSize: stat.size, bytesOnDisk: stat.allocated };
           const remote = image.layers[index - (image.overlay ? 1 : 0)]?.remote;
           if (remote) {
             const { present, total } = remote.cached();

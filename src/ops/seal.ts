@@ -12,12 +12,13 @@
  * as zeros there.
  *
  * The layer is written under a temporary name and renamed into place after a sync (the
- * SnapshotWriter does that), so a crash leaves no layer or a whole one, and nothing yet refers
+ * snapshot writer does that), so a crash leaves no layer or a whole one, and nothing yet refers
  * to it.
  */
 import * as path from 'node:path';
-import type { ParentRef, SnapshotHeaderFields } from '../format/header.js';
-import { SnapshotWriter } from '../format/snapshot-writer.js';
+import type { ParentRef } from '../format/header.js';
+import type { SealedHeader } from '../format/sealed-file.js';
+import { SnapshotV2Writer } from '../format/snapshot-v2-writer.js';
 import type { FileSystem } from '../io/file.js';
 import type { BlockDevice } from '../image/device.js';
 import type { BlockSet } from './block-set.js';
@@ -70,10 +71,10 @@ export async function sealBlocks(
   parent: ParentRef,
   fs: FileSystem,
   onProgress?: Progress,
-): Promise<{ header: SnapshotHeaderFields; entries: number }> {
+): Promise<{ header: SealedHeader; entries: number }> {
   const bs = source.blockSize;
   let entries = 0;
-  const writer = await SnapshotWriter.create(fs, out, { size: source.size, blockSize: bs, parent });
+  const writer = await SnapshotV2Writer.create(fs, out, { size: source.size, blockSize: bs, parent });
   try {
     await forEachChunk(
       source,

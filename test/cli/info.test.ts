@@ -15,13 +15,14 @@ beforeAll(async () => {
 });
 
 describe('cowdisk info', () => {
-  it('describes an overlay for people: kind, sizes, blocks, dirty flag, parent', async () => {
+  it('describes an overlay for people: kind, format version, sizes, blocks, dirty flag, parent', async () => {
     const { stdout, stderr } = await ok(['info', at('vm.cow')]);
     expect(stderr).toBe('');
     const fields = Object.fromEntries(stdout.trimEnd().split('\n').map((line) => line.split(/ {2,}/)));
     expect(fields).toMatchObject({
       image: at('vm.cow'),
       kind: 'overlay',
+      format: 'version 1',
       identity: expect.stringMatching(/^uuid:[0-9a-f]{32}$/),
       'virtual size': '512 KiB (524288 bytes)',
       'block size': '64 KiB, 16 sub-blocks of 4 KiB',
@@ -34,9 +35,9 @@ describe('cowdisk info', () => {
   it('--json has the documented fields', async () => {
     const info = await json(['info', at('base.snap')]);
     expect(Object.keys(info).sort()).toEqual(
-      ['allocation', 'blockSize', 'blocks', 'created', 'depth', 'dirty', 'identity', 'kind', 'parent', 'path', 'subBlocks', 'virtualSize'].sort(),
+      ['allocation', 'blockSize', 'blocks', 'created', 'depth', 'dirty', 'identity', 'kind', 'parent', 'path', 'subBlocks', 'version', 'virtualSize'].sort(),
     );
-    expect(info).toMatchObject({ kind: 'snapshot', identity: snapDigest, virtualSize: 512 * KiB, blocks: 8, subBlocks: null, dirty: null, parent: null, depth: 1 });
+    expect(info).toMatchObject({ kind: 'snapshot', version: 2, identity: snapDigest, virtualSize: 512 * KiB, blocks: 8, subBlocks: null, dirty: null, parent: null, depth: 1 });
     expect(Object.keys(info.allocation).sort()).toEqual(['absentBlocks', 'bytesOnDisk', 'dataBytes', 'presentBlocks', 'zeroBlocks']);
     expect(info.allocation).toMatchObject({ presentBlocks: 4, zeroBlocks: 4, absentBlocks: 0 });
     expect(new Date(info.created).getTime()).toBeGreaterThan(Date.now() - 600_000);
@@ -45,16 +46,16 @@ describe('cowdisk info', () => {
   it('--chain lists every layer with its identity and size on disk', async () => {
     const { chain } = await json(['info', '--chain', at('vm.cow')]);
     expect(chain).toEqual([
-      { index: 0, kind: 'overlay', path: at('vm.cow'), identity: expect.stringMatching(/^uuid:/), fileSize: expect.any(Number), bytesOnDisk: expect.any(Number) },
-      { index: 1, kind: 'snapshot', path: at('base.snap'), identity: snapDigest, fileSize: expect.any(Number), bytesOnDisk: expect.any(Number) },
+      { index: 0, kind: 'overlay', version: 1, path: at('vm.cow'), identity: expect.stringMatching(/^uuid:/), fileSize: expect.any(Number), bytesOnDisk: expect.any(Number) },
+      { index: 1, kind: 'snapshot', version: 2, path: at('base.snap'), identity: snapDigest, fileSize: expect.any(Number), bytesOnDisk: expect.any(Number) },
     ]);
     const table = (await ok(['info', '--chain', at('vm.cow')])).stdout;
-    expect(table).toMatch(new RegExp(`\\n1 +snapshot +\\S+ \\S+ +${snapDigest} +${at('base.snap')}\\n`));
+    expect(table).toMatch(new RegExp(`\\n1 +snapshot +v2 +\\S+ \\S+ +${snapDigest} +${at('base.snap')}\\n`));
   });
 
   it('describes a raw image by its bytes on disk', async () => {
     const info = await json(['info', at('base.raw')]);
-    expect(info).toMatchObject({ kind: 'raw', virtualSize: 512 * KiB, identity: expect.stringMatching(/^raw:size=524288,/) });
+    expect(info).toMatchObject({ kind: 'raw', version: null, virtualSize: 512 * KiB, identity: expect.stringMatching(/^raw:size=524288,/) });
     expect(info.allocation).toMatchObject({ presentBlocks: null, bytesOnDisk: expect.any(Number) });
   });
 

@@ -11,10 +11,14 @@ import {
   type OverlayHeaderFields,
   type ParentRef,
   type SnapshotHeaderFields,
+  type SnapshotV2HeaderFields,
   decodeOverlayHeader,
   decodeSnapshotHeader,
+  decodeSnapshotV2Header,
   encodeOverlayHeader,
   encodeSnapshotHeader,
+  encodeSnapshotV2Header,
+  snapshotVersion,
   overlayLayout,
   sniffKind,
 } from '../../src/format/header.js';
@@ -224,6 +228,93 @@ describe('snapshot header', () => {
   test('a directory that ends past the end of the file is TRUNCATED, saying both lengths', () => {
     const err = expectError(() => decodeSnapshotHeader(good(), FILE, (1 << 20) + 10), ErrorCode.TRUNCATED);
     expect(err.message).toContain(String((1 << 20) + 10));
+  });
+});
+
+/** docs/FORMAT.md, "Snapshot layer, version 2", header. */
+function docSnapshotV2Header(h: SnapshotV2HeaderFields): Buffer {
+  const buf = Buffer.alloc(4096);
+  buf.write('COWDISKS', 0, 'latin1');
+  buf.writeUInt32LE(2, 8);
+  buf.writeBigUInt64LE(BigInt(h.size), 16);
+  buf.writeUInt32LE(h.blockSize, 24);
+  buf.writeUInt32LE(h.dirPages, 28);
+  buf.writeBigUInt64LE(4096n, 32);
+  buf.writeUInt32LE(4096, 40);
+  buf.writeUInt32LE(h.storedBlocks, 44);
+  h.layerDigest.copy(buf, 48);
+  buf.writeBigUInt64LE(h.createdNs, 80);
+  buf.writeBigUInt64LE(BigInt(h.dataBytes), 88);
+  buf.writeUInt32LE(1024, 96);
+  buf.writeBigUInt64LE(BigInt(h.tableOffset), 104);
+  buf.writeBigUInt64LE(BigInt(h.fileLength), 112);
+  docParent(buf, h.parent);
+  h.dirSha256.copy(buf, 2304);
+  return seal(buf);
+}
+
+describe('snapshot header, version 2', () => {
+  const dirPages = Math.ceil(Math.ceil(SIZE / 65536) / 1024);
+  const dataOffset = Math.ceil((4096 + 48 * dirPages) / 4096) * 4096;
+  const fields = (parent: ParentRef): SnapshotV2HeaderFields => ({
+    size: SIZE,
+    blockSize: 65536,
+    dirPages,
+    tableOffset: dataOffset + 17 * 65536,
+    fileLength: dataOffset + 17 * 65536 + 81936,
+    dirSha256: Buffer.alloc(32, 0x3c),
+    storedBlocks: 17,
+    dataBytes: 17 * 65536,
+    layerDigest: Buffer.alloc(32, 0x5a),
+    createdNs: 1_700_000_000_000_000_000n,
+    parent,
+  });
+  const fileSize = fields(parents[0]).fileLength;
+
+  for (const parent of parents) {
+    test(`encodes to FORMAT.md's bytes and decodes back (parent ${parent.kind})`, () => {
+      const bytes = encodeSnapshotV2Header(fields(parent));
+      expect(bytes.equals(docSnapshotV2Header(fields(parent)))).toBe(true);
+      expect(decodeSnapshotV2Header(bytes, FILE, fileSize)).toEqual(fields(parent));
+      expect(snapshotVersion(bytes, FILE)).toBe(2);
+    });
+  }
+
+  test('the version probe reads versions 1 and 2 of a snapshot from its first 16 bytes; 3 is BAD_VERSION', () => {
+    expect(snapshotVersion(encodeSnapshotHeader(snapshotFields(parents[0])).subarray(0, 16), FILE)).toBe(1);
+    const three = encodeSnapshotV2Header(fields(parents[0]));
+    three.writeUInt32LE(3, 8);
+    const err = expectError(() => snapshotVersion(three, FILE), ErrorCode.BAD_VERSION);
+    expect(err.message).toMatch(/version 3.*reads version 1 and 2/);
+    expectError(() => decodeSnapshotV2Header(seal(three), FILE, fileSize), ErrorCode.BAD_VERSION);
+    // Each reader reads its own version only: open-layer.ts dispatches on the probe.
+    expectError(() => decodeSnapshotHeader(encodeSnapshotV2Header(fields(parents[0])), FILE, fileSize), ErrorCode.BAD_VERSION);
+    expectError(() => snapshotVersion(Buffer.from('COWDISKO'), FILE), ErrorCode.BAD_MAGIC);
+  });
+
+  const corrupt: Array<[string, (b: Buffer) => void]> = [
+    ['a directory somewhere other than right after the header', (b) => b.writeBigUInt64LE(8192n, 32)],
+    ['a table region before the data region', (b) => b.writeBigUInt64LE(BigInt(dataOffset - 1), 104)],
+    ['a table region past the file length', (b) => b.writeBigUInt64LE(BigInt(fileSize + 1), 104)],
+    ['more stored blocks than the disk has', (b) => b.writeUInt32LE(2 ** 31, 44)],
+    ['more data bytes than the data region holds', (b) => b.writeBigUInt64LE(BigInt(17 * 65536 + 1), 88)],
+    ['a directory page count that does not follow from the geometry', (b) => b.writeUInt32LE(dirPages + 1, 28)],
+    ['a parent size other than the virtual size', (b) => b.writeBigUInt64LE(1n, 136)],
+  ];
+  for (const [what, change] of corrupt) {
+    test(`a header with ${what} is refused as CORRUPT, naming the file`, () => {
+      const b = encodeSnapshotV2Header(fields(parents[2]));
+      change(b);
+      expectError(() => decodeSnapshotV2Header(seal(b), FILE, fileSize), ErrorCode.CORRUPT);
+    });
+  }
+
+  test('a file shorter than the header says is TRUNCATED, longer CORRUPT; frames other than 4 KiB are BAD_VERSION', () => {
+    const b = encodeSnapshotV2Header(fields(parents[0]));
+    expect(expectError(() => decodeSnapshotV2Header(b, FILE, fileSize - 1), ErrorCode.TRUNCATED).message).toContain(String(fileSize - 1));
+    expectError(() => decodeSnapshotV2Header(b, FILE, fileSize + 1), ErrorCode.CORRUPT);
+    b.writeUInt32LE(8192, 40);
+    expectError(() => decodeSnapshotV2Header(seal(b), FILE, fileSize), ErrorCode.BAD_VERSION);
   });
 });
 

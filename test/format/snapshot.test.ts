@@ -1,11 +1,11 @@
 /**
- * The sealed snapshot layer: what SnapshotWriter writes, SnapshotFile reads back; lz4 is used only
+ * The sealed snapshot layer, format version 1 (readable forever; written only by tests since
+ * version 2): what SnapshotWriter writes, SnapshotFile reads back; lz4 is used only
  * where it saves; zero blocks store nothing; the layer digest is FORMAT.md's formula over content
  * only; and every table entry and compressed block is checked before it is trusted (a hostile lz4
  * size prefix is refused before the decompressor sees it, which is observed by counting calls to
  * lz4-napi's uncompressSync through a mock that forwards to the real one).
  */
-import { createHash } from 'node:crypto';
 import * as lz4Real from 'lz4-napi';
 import { beforeEach, describe, expect, test, vi } from 'vitest';
 import { CowdiskError, ErrorCode } from '../../src/errors.js';
@@ -17,6 +17,7 @@ import { importRaw } from '../../src/ops/import.js';
 import { type BlockContent, pattern, putFile, writeSnapshotLayer } from '../helpers/engine-chain.js';
 import { resealSnapshot, snapshotRegions } from '../helpers/engine-damage.js';
 import { WatchedFileSystem } from '../helpers/engine-files.js';
+import { docLayerDigest } from '../helpers/format-doc.js';
 
 const lz4 = vi.hoisted(() => ({ compress: true, uncompressCalls: 0 }));
 
@@ -56,7 +57,7 @@ function sampleBlocks(): Map<number, BlockContent> {
 }
 
 async function written(blocks = sampleBlocks(), fs = new MemoryFileSystem()) {
-  const ref = await writeSnapshotLayer(fs, FILE, { size: SIZE, blockSize: BS, parent: { kind: 'none' }, blocks });
+  const ref = await writeSnapshotLayer(fs, FILE, { size: SIZE, blockSize: BS, parent: { kind: 'none' }, blocks, version: 1 });
   return { fs, ref, blocks };
 }
 
@@ -64,24 +65,6 @@ function padded(data: Buffer): Buffer {
   const out = Buffer.alloc(BS);
   data.copy(out);
   return out;
-}
-
-/** FORMAT.md, "Layer digest". */
-function docLayerDigest(size: number, blockSize: number, blocks: Map<number, BlockContent>): Buffer {
-  const h = createHash('sha256').update('cowdisk-layer-v1\0', 'latin1');
-  const geometry = Buffer.alloc(12);
-  geometry.writeBigUInt64LE(BigInt(size));
-  geometry.writeUInt32LE(blockSize, 8);
-  h.update(geometry);
-  for (const block of [...blocks.keys()].sort((a, b) => a - b)) {
-    const data = blocks.get(block) ?? null;
-    const record = Buffer.alloc(5);
-    record.writeUInt32LE(block);
-    record[4] = data ? 2 : 1;
-    h.update(record);
-    if (data) h.update(createHash('sha256').update(padded(data)).digest());
-  }
-  return h.digest();
 }
 
 async function reopen(fs: MemoryFileSystem | WatchedFileSystem = new MemoryFileSystem()) {
@@ -167,7 +150,7 @@ describe('round trip', () => {
       [TABLE_ENTRIES_PER_PAGE + 5, null],
     ]);
     const fs = new MemoryFileSystem();
-    await writeSnapshotLayer(fs, FILE, { size: 3 * TABLE_ENTRIES_PER_PAGE * BS, blockSize: BS, parent: { kind: 'none' }, blocks });
+    await writeSnapshotLayer(fs, FILE, { size: 3 * TABLE_ENTRIES_PER_PAGE * BS, blockSize: BS, parent: { kind: 'none' }, blocks, version: 1 });
     const watched = new WatchedFileSystem(fs);
     const snap = await reopen(watched);
     watched.forget();
@@ -383,49 +366,5 @@ describe('writing', () => {
       code: ErrorCode.EXISTS,
       path: FILE,
     });
-  });
-});
-
-describe('range access (the contract a registry-backed cache reads through)', () => {
-  test('tableRanges and storedRange say where the pieces lie; checkTable and checkStored pass them, intact', async () => {
-    const { fs, blocks } = await written();
-    const snap = await reopen(fs);
-    const bytes = fs.get(FILE);
-    const tables = snap.tableRanges(0, snap.blocks);
-    expect(tables).toHaveLength(1);
-    const [table] = tables;
-    expect(table.index).toBe(0);
-    snap.checkTable(0, bytes.subarray(table.offset, table.offset + table.length));
-    const dir = snap.directoryRange();
-    expect(dir.offset + dir.length).toBe(bytes.length);
-    for (const [b, data] of blocks) {
-      const range = await snap.storedRange(b);
-      if (!data) {
-        expect(range, `zero block ${b}`).toBeNull();
-        continue;
-      }
-      expect(range).not.toBeNull();
-      await snap.checkStored(b, bytes.subarray(range!.offset, range!.offset + range!.length));
-    }
-    await snap.close();
-  });
-
-  test('a flipped byte in a table page or a stored block fails its check as CORRUPT, naming the block', async () => {
-    const { fs, blocks } = await written();
-    const snap = await reopen(fs);
-    const bytes = Buffer.from(fs.get(FILE));
-    const [table] = snap.tableRanges(0, snap.blocks);
-    const page = Buffer.from(bytes.subarray(table.offset, table.offset + table.length));
-    page[100] ^= 1;
-    expect(() => snap.checkTable(0, page)).toThrow(expect.objectContaining({ code: ErrorCode.CORRUPT, block: 0 }));
-    expect(() => snap.checkTable(0, page.subarray(1))).toThrow(expect.objectContaining({ code: ErrorCode.CORRUPT }));
-    for (const [b, data] of blocks) {
-      if (!data) continue;
-      const range = (await snap.storedRange(b))!;
-      const stored = Buffer.from(bytes.subarray(range.offset, range.offset + range.length));
-      stored[stored.length >> 1] ^= 0x40;
-      await expect(snap.checkStored(b, stored), `block ${b}`).rejects.toMatchObject({ code: ErrorCode.CORRUPT, block: b, path: FILE });
-    }
-    await snap.close();
   });
 });

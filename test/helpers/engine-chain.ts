@@ -1,6 +1,7 @@
 /**
  * Builds chains for the engine's tests: raw bases, sealed snapshot layers (imported, or written
- * with a parent through SnapshotWriter, since nothing seals an overlay yet) and an overlay on top,
+ * with a parent through a snapshot writer: format version 2 as every cowdisk verb writes, or
+ * version 1 for the tests that keep version 1 readable) and an overlay on top,
  * all from a seed so a failing case can be rebuilt exactly. Alongside the files comes what the
  * disk must read: the flat content of the whole chain, computed independently of the engine by
  * laying each layer's blocks over the one below.
@@ -8,6 +9,7 @@
 import * as path from 'node:path';
 import type { ParentRef } from '../../src/format/header.js';
 import { SnapshotWriter } from '../../src/format/snapshot-writer.js';
+import { SnapshotV2Writer } from '../../src/format/snapshot-v2-writer.js';
 import type { FileSystem } from '../../src/io/file.js';
 import { cloneImage, createImage } from '../../src/ops/create.js';
 import { importRaw } from '../../src/ops/import.js';
@@ -74,16 +76,21 @@ export async function putFile(fs: FileSystem, file: string, data: Buffer): Promi
 
 export type BlockContent = Buffer | null;
 
+/** A sealed layer's format version, as the tests choose it. */
+export type LayerVersion = 1 | 2;
+
 /**
  * Writes a sealed layer over `parent` holding `blocks` (block index -> bytes, or null for a zero
- * block; indexes not in the map are absent). Returns the reference a child records.
+ * block; indexes not in the map are absent), in format `version` (default 2). Returns the
+ * reference a child records.
  */
 export async function writeSnapshotLayer(
   fs: FileSystem,
   file: string,
-  spec: { size: number; blockSize: number; parent: ParentRef; blocks: Map<number, BlockContent> },
+  spec: { size: number; blockSize: number; parent: ParentRef; blocks: Map<number, BlockContent>; version?: LayerVersion },
 ): Promise<Extract<ParentRef, { kind: 'snapshot' }>> {
-  const writer = await SnapshotWriter.create(fs, file, { size: spec.size, blockSize: spec.blockSize, parent: spec.parent });
+  const options = { size: spec.size, blockSize: spec.blockSize, parent: spec.parent };
+  const writer = spec.version === 1 ? await SnapshotWriter.create(fs, file, options) : await SnapshotV2Writer.create(fs, file, options);
   for (const block of [...spec.blocks.keys()].sort((a, b) => a - b)) {
     const data = spec.blocks.get(block) ?? null;
     let padded = data;
@@ -117,6 +124,8 @@ export interface ChainSpec {
   /** Sub-blocks per overlay block (default: the format's default). */
   subBlocks?: number;
   seed: number;
+  /** The format version of every sealed layer (default 2); a version 1 base is written from the raw file, not imported. */
+  version?: LayerVersion;
 }
 
 export interface Chain {
@@ -153,7 +162,16 @@ export async function buildChain(fs: FileSystem, dir: string, spec: ChainSpec): 
   const rawPath = path.join(dir, 'base.raw');
   await putFile(fs, rawPath, raw);
   let below: Extract<ParentRef, { kind: 'snapshot' | 'raw' }>;
-  if (spec.base === 'snapshot') {
+  if (spec.base === 'snapshot' && spec.version === 1) {
+    // What a version 1 import made: zero blocks as zero entries, the rest stored.
+    const baseBlocks = new Map<number, BlockContent>();
+    for (let b = 0; b < blocks; b++) {
+      const data = raw.subarray(b * blockSize, Math.min(size, (b + 1) * blockSize));
+      baseBlocks.set(b, data.every((byte) => byte === 0) ? null : Buffer.from(data));
+    }
+    below = await writeSnapshotLayer(fs, path.join(dir, 'base.snap'), { size, blockSize, parent: { kind: 'none' }, blocks: baseBlocks, version: 1 });
+    await fs.unlink(rawPath);
+  } else if (spec.base === 'snapshot') {
     const basePath = path.join(dir, 'base.snap');
     const made = await importRaw(rawPath, basePath, { blockSize, fs });
     below = { kind: 'snapshot', path: basePath, size, digest: Buffer.from(made.digest.replace(/^sha256:/, ''), 'hex') };
@@ -175,7 +193,7 @@ export async function buildChain(fs: FileSystem, dir: string, spec: ChainSpec): 
       if (data) data.copy(content, start);
       else content.fill(0, start, start + length);
     }
-    below = await writeSnapshotLayer(fs, file, { size, blockSize, parent: relativeTo(file, below), blocks: layerBlocks });
+    below = await writeSnapshotLayer(fs, file, { size, blockSize, parent: relativeTo(file, below), blocks: layerBlocks, version: spec.version });
     sealed.unshift(file);
   }
   await cloneImage(below.path, overlay, { fs, subBlocks: spec.subBlocks, blockSize: below.kind === 'raw' ? blockSize : undefined });

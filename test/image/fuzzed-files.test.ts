@@ -1,20 +1,21 @@
 /**
  * Fuzzing: fast-check damages a small valid chain (an overlay with data, zero and absent blocks
- * over a snapshot with data, lz4 and zero blocks over an imported base) with random byte flips
+ * over a snapshot with data, lz4 and zero blocks over a snapshot base; sealed layers of format
+ * version 1 in one run, version 2 in another) with random byte flips
  * and truncations, aimed at whichever structure it picks, and, half the time, recomputes every
  * checksum afterwards so the damage reaches the parsers' bounds checks instead of stopping at a
  * CRC. Then the chain is opened, read whole and asked for its extents: that must either work or
  * throw a CowdiskError, and nothing else; no read may leave its file; and it must finish (a
  * generous per-case deadline turns a hang into a failure rather than a stuck suite).
  *
- * 300 cases run by default; COWDISK_FUZZ_RUNS=20000 runs a longer campaign (about 15 s here).
+ * 300 cases per version run by default; COWDISK_FUZZ_RUNS=20000 runs a longer campaign (about 15 s here).
  */
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
 import { CowdiskError } from '../../src/errors.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { openImage } from '../../src/image/open.js';
-import { buildChain, pattern } from '../helpers/engine-chain.js';
+import { type LayerVersion, buildChain, pattern } from '../helpers/engine-chain.js';
 import { resealOverlay, resealSnapshot, snapshotRegions } from '../helpers/engine-damage.js';
 import { WatchedFileSystem } from '../helpers/engine-files.js';
 
@@ -29,9 +30,9 @@ interface Pristine {
 }
 
 /** The chain, built once; each case starts from a fresh file system holding these exact files. */
-async function pristine(): Promise<Pristine> {
+async function pristine(version: LayerVersion): Promise<Pristine> {
   const fs = new MemoryFileSystem();
-  const chain = await buildChain(fs, '/f', { depth: 3, base: 'snapshot', size: SIZE, blockSize: BS, subBlocks: 1, seed: 31 });
+  const chain = await buildChain(fs, '/f', { depth: 3, base: 'snapshot', size: SIZE, blockSize: BS, subBlocks: 1, seed: 31, version });
   const image = (await openImage(chain.overlay, { fs })).device;
   await image.write(pattern(2, 3 * BS + 77), 2 * BS + 5);
   await image.trim(9 * BS, 2 * BS);
@@ -47,7 +48,8 @@ function targets(p: Pristine): Array<{ file: string; ranges: Array<[number, numb
   for (const layer of p.sealed) {
     const bytes = p.files.get(layer) as Buffer;
     const r = snapshotRegions(bytes);
-    out.push({ file: layer, ranges: [r.header, r.directory, ...r.tables.map((t): [number, number] => [t[0], t[1]]), ...r.blocks.map((b): [number, number] => [b[0], b[1]]), [0, bytes.length]] });
+    const pieces = [...r.tables, ...r.blocks, ...r.frames].map((t): [number, number] => [t[0], t[1]]);
+    out.push({ file: layer, ranges: [r.header, r.directory, ...pieces, [0, bytes.length]] });
   }
   return out;
 }
@@ -96,8 +98,8 @@ function deadline<T>(work: Promise<T>, what: string): Promise<T> {
   return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
 
-test('a damaged chain opens, reads and maps, or fails with a CowdiskError: nothing else, never outside its files', async () => {
-  const p = await pristine();
+for (const version of [1, 2] as const) test(`a damaged chain (format version ${version}) opens, reads and maps, or fails with a CowdiskError: nothing else, never outside its files`, async () => {
+  const p = await pristine(version);
   await fc.assert(
     fc.asyncProperty(damageArb, fc.boolean(), async (damage, fromTop) => {
       const { fs, file } = apply(p, damage);

@@ -11,64 +11,22 @@ import { CowdiskError, ErrorCode } from '../../src/errors.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { checkImage } from '../../src/ops/check.js';
 import { openImage } from '../../src/image/open.js';
-import { type Chain, buildChain, pattern, writeSnapshotLayer } from '../helpers/engine-chain.js';
-import { resealOverlay, resealSnapshot, snapshotRegions } from '../helpers/engine-damage.js';
-import { WatchedFileSystem } from '../helpers/engine-files.js';
+import { type Chain, type LayerVersion, buildChain, pattern, writeSnapshotLayer } from '../helpers/engine-chain.js';
+import { resealOverlay, resealSnapshot, snapshotRegions, v2Geometry } from '../helpers/engine-damage.js';
+import { cutPoints, damaged, exercise, expectTyped } from '../helpers/engine-hostile.js';
 
 const BS = 4096;
 const SIZE = 24 * BS;
 
-/** An overlay over a snapshot over an imported base; the overlay holds data and zero blocks. */
-async function fixture(): Promise<{ fs: MemoryFileSystem; chain: Chain }> {
+/** An overlay over a snapshot over a snapshot base (of format `version`); the overlay holds data and zero blocks. */
+async function fixture(version: LayerVersion = 2): Promise<{ fs: MemoryFileSystem; chain: Chain }> {
   const fs = new MemoryFileSystem();
-  const chain = await buildChain(fs, '/h', { depth: 3, base: 'snapshot', size: SIZE, blockSize: BS, subBlocks: 1, seed: 21 });
+  const chain = await buildChain(fs, '/h', { depth: 3, base: 'snapshot', size: SIZE, blockSize: BS, subBlocks: 1, seed: 21, version });
   const image = (await openImage(chain.overlay, { fs })).device;
   await image.write(pattern(1, 5 * BS + 100), 3 * BS);
   await image.zero(10 * BS, 2 * BS);
   await image.close();
   return { fs, chain };
-}
-
-/** Opens `file`, reads it whole and asks its extents, returning what was thrown (or undefined). */
-async function exercise(fs: MemoryFileSystem, file: string): Promise<{ error: unknown; watched: WatchedFileSystem }> {
-  const watched = new WatchedFileSystem(fs);
-  let error: unknown;
-  try {
-    const image = (await openImage(file, { fs: watched, readOnly: true })).device;
-    try {
-      await image.read(Buffer.alloc(image.size), 0);
-      await image.extents(0, image.size);
-    } finally {
-      await image.close();
-    }
-  } catch (err) {
-    error = err;
-  }
-  expect(watched.outside, 'reads outside the file').toEqual([]);
-  expect(watched.leaked, 'files left open').toEqual([]);
-  return { error, watched };
-}
-
-/** Expects `error` to be a CowdiskError with one of `codes`, naming `file` in its path and message. */
-function expectTyped(error: unknown, codes: string[], file: string, what: string): void {
-  if (!(error instanceof CowdiskError)) expect.fail(`${what}: expected a CowdiskError, got ${error instanceof Error ? error.stack : String(error)}`);
-  expect(codes, `${what}: code ${error.code} (${error.message})`).toContain(error.code);
-  expect(error.path, what).toBe(file);
-  expect(error.message, what).toContain(file);
-}
-
-function damaged(fs: MemoryFileSystem, file: string, change: (bytes: Buffer) => Buffer | void): void {
-  const bytes = fs.get(file);
-  fs.put(file, change(bytes) ?? bytes);
-}
-
-/** Lengths to cut a file of `length` bytes to: every structure boundary and a spread in between. */
-function cutPoints(length: number, boundaries: number[]): number[] {
-  const points = new Set<number>();
-  for (const b of boundaries) for (const d of [-1, 0, 1]) if (b + d >= 8 && b + d < length) points.add(b + d);
-  for (let at = 8; at < length; at += Math.max(1, Math.floor(length / 40))) points.add(at);
-  points.add(length - 1);
-  return [...points].sort((a, b) => a - b);
 }
 
 describe('truncated files', () => {
@@ -82,17 +40,22 @@ describe('truncated files', () => {
     }
   });
 
-  test('a snapshot layer cut at any length is TRUNCATED, opened itself or as a parent', async () => {
-    const { fs, chain } = await fixture();
-    const layer = chain.sealed[0];
-    const whole = fs.get(layer);
-    const r = snapshotRegions(whole);
-    for (const length of cutPoints(whole.length, [4096, r.directory[0], ...r.tables.map((t) => t[0]), ...r.blocks.map((b) => b[0])])) {
-      fs.put(layer, whole.subarray(0, length));
-      expectTyped((await exercise(fs, layer)).error, [ErrorCode.TRUNCATED], layer, `layer cut to ${length} bytes`);
-      expectTyped((await exercise(fs, chain.overlay)).error, [ErrorCode.TRUNCATED], layer, `parent cut to ${length} bytes`);
-    }
-  });
+  for (const version of [1, 2] as const) {
+    test(`a version ${version} snapshot layer cut at any length is TRUNCATED, opened itself or as a parent`, async () => {
+      const { fs, chain } = await fixture(version);
+      for (const layer of chain.sealed) {
+        const whole = fs.get(layer);
+        const r = snapshotRegions(whole);
+        expect(r.version).toBe(version);
+        for (const length of cutPoints(whole.length, [4096, r.directory[0], r.directory[1], ...r.tables.map((t) => t[0]), ...r.blocks.map((b) => b[0])])) {
+          fs.put(layer, whole.subarray(0, length));
+          expectTyped((await exercise(fs, layer)).error, [ErrorCode.TRUNCATED], layer, `layer cut to ${length} bytes`);
+          expectTyped((await exercise(fs, chain.overlay)).error, [ErrorCode.TRUNCATED], layer, `parent cut to ${length} bytes`);
+        }
+        fs.put(layer, whole);
+      }
+    });
+  }
 
   test('a snapshot parent cut below the size of a magic is no longer a snapshot: PARENT_CHANGED', async () => {
     const { fs, chain } = await fixture();
@@ -227,15 +190,16 @@ describe('state map pages', () => {
   });
 });
 
-describe('snapshot layers', () => {
+for (const version of [1, 2] as const) describe(`snapshot layers, format version ${version}`, () => {
   for (const role of ['itself', 'as a parent'] as const) {
     const target = (chain: Chain) => (role === 'itself' ? chain.sealed[0] : chain.overlay);
 
     test(`opened ${role}: a flipped header byte is CORRUPT (BAD_VERSION for the version), naming the layer`, async () => {
-      const { fs, chain } = await fixture();
+      const { fs, chain } = await fixture(version);
       const layer = chain.sealed[0];
       const whole = fs.get(layer);
-      for (const at of [8, 12, 16, 24, 28, 32, 40, 44, 48, 80, 96, 128, 136, 160, 256, 4092]) {
+      const v2Fields = version === 2 ? [100, 104, 112, 2304, 2335] : [];
+      for (const at of [8, 12, 16, 24, 28, 32, 40, 44, 48, 80, 96, 128, 136, 160, 256, ...v2Fields, 4092]) {
         fs.put(layer, whole);
         damaged(fs, layer, (b) => void (b[at] ^= 0x24));
         const { error } = await exercise(fs, target(chain));
@@ -244,14 +208,14 @@ describe('snapshot layers', () => {
     });
 
     test(`opened ${role}: a flipped directory byte is CORRUPT, naming the layer`, async () => {
-      const { fs, chain } = await fixture();
+      const { fs, chain } = await fixture(version);
       const layer = chain.sealed[0];
       damaged(fs, layer, (b) => void (b[snapshotRegions(b).directory[0] + 9] ^= 0x10));
       expectTyped((await exercise(fs, target(chain))).error, [ErrorCode.CORRUPT], layer, 'directory');
     });
 
     test(`opened ${role}: a flipped table page byte is CORRUPT on first use, naming the layer`, async () => {
-      const { fs, chain } = await fixture();
+      const { fs, chain } = await fixture(version);
       const layer = chain.sealed[0];
       const whole = fs.get(layer);
       const [start, end] = snapshotRegions(whole).tables[0];
@@ -264,13 +228,13 @@ describe('snapshot layers', () => {
   }
 
   test('a layer whose magic is gone is not a snapshot any more: as a parent, PARENT_CHANGED', async () => {
-    const { fs, chain } = await fixture();
+    const { fs, chain } = await fixture(version);
     damaged(fs, chain.sealed[0], (b) => void (b[3] ^= 0x20));
     expectTyped((await exercise(fs, chain.overlay)).error, [ErrorCode.PARENT_CHANGED], chain.sealed[0], 'magic');
   });
 
   test('a flipped byte in a stored block reads as some bytes or is CORRUPT; check names that block', async () => {
-    const { fs, chain } = await fixture();
+    const { fs, chain } = await fixture(version);
     const layer = chain.sealed[0];
     const whole = fs.get(layer);
     const blocks = snapshotRegions(whole).blocks;
@@ -289,7 +253,7 @@ describe('snapshot layers', () => {
   });
 
   test('a parent replaced by a layer of another block size is PARENT_CHANGED, naming it', async () => {
-    const { fs, chain } = await fixture();
+    const { fs, chain } = await fixture(version);
     const size = SIZE;
     await fs.unlink(chain.sealed[0]);
     await writeSnapshotLayer(fs, chain.sealed[0], { size, blockSize: 2 * BS, parent: { kind: 'none' }, blocks: new Map() });
@@ -297,10 +261,11 @@ describe('snapshot layers', () => {
   });
 
   test('damage that keeps every checksum valid (table entries rewritten and resealed) is still CORRUPT, never a read outside the file', async () => {
-    const { fs, chain } = await fixture();
+    const { fs, chain } = await fixture(version);
     const layer = chain.sealed[0];
     const whole = fs.get(layer);
     const table = snapshotRegions(whole).tables[0][0];
+    const entry = version === 2 ? v2Geometry(whole).entry : 48;
     for (let slot = 0; slot < 24; slot++) {
       for (const [field, value] of [
         [0, 2n ** 40n],
@@ -310,7 +275,7 @@ describe('snapshot layers', () => {
       ] as const) {
         fs.put(layer, whole);
         damaged(fs, layer, (b) => {
-          const e = table + 16 + slot * 48;
+          const e = table + 16 + slot * entry;
           if (field === 0) b.writeBigUInt64LE(value, e);
           else if (field === 8) b.writeUInt32LE(Number(value), e + 8);
           else b[e + 12] = Number(value);

@@ -24,18 +24,26 @@ import { nbdErrno } from '../../src/nbd/errno.js';
 import { buildEntry } from '../../src/ops/cache-entry.js';
 import { importRaw } from '../../src/ops/import.js';
 import { metadataOf } from '../../src/ops/push.js';
-import { Random, pattern } from '../helpers/engine-chain.js';
+import { type LayerVersion, Random, pattern, writeSnapshotLayer } from '../helpers/engine-chain.js';
 
 const BS = 4096;
 const BLOCKS = 96;
 const COPY = '/cache/layers/sha256-test/layer';
 
 /** A layer file of mixed blocks (random, lz4-friendly, zeros), its bytes, and what its disk reads. */
-async function makeBlob(): Promise<{ fs: MemoryFileSystem; blob: Buffer; contents: Buffer; spec: Parameters<typeof buildEntry>[2] }> {
+async function makeBlob(version: LayerVersion): Promise<{ fs: MemoryFileSystem; blob: Buffer; contents: Buffer; spec: Parameters<typeof buildEntry>[2] }> {
   const fs = new MemoryFileSystem();
   const contents = Buffer.concat(Array.from({ length: BLOCKS }, (_, b) => (b % 5 === 4 ? Buffer.alloc(BS) : pattern(b + 1, BS))));
   fs.put('/disk.raw', contents);
-  const made = await importRaw('/disk.raw', '/blob.snap', { fs, blockSize: BS });
+  let digest: string;
+  if (version === 2) {
+    digest = (await importRaw('/disk.raw', '/blob.snap', { fs, blockSize: BS })).digest;
+  } else {
+    // A version 1 layer, as the last v1-only build imported one: zero blocks as zero entries.
+    const blocks = new Map(Array.from({ length: BLOCKS }, (_, b) => [b, b % 5 === 4 ? null : contents.subarray(b * BS, (b + 1) * BS)] as const));
+    const ref = await writeSnapshotLayer(fs, '/blob.snap', { size: contents.length, blockSize: BS, parent: { kind: 'none' }, blocks, version: 1 });
+    digest = `sha256:${ref.digest.toString('hex')}`;
+  }
   const handle = await fs.open('/blob.snap', { readOnly: true });
   const blob = Buffer.alloc(await handle.size());
   await handle.read(blob, 0);
@@ -44,7 +52,7 @@ async function makeBlob(): Promise<{ fs: MemoryFileSystem; blob: Buffer; content
     fs,
     blob,
     contents,
-    spec: { layerDigest: made.digest, blob: { digest: 'sha256:'.padEnd(71, '0'), size: blob.length }, formatVersion: 1, metadata: await metadataOf(fs, '/blob.snap'), source: 'memory', origin: {} },
+    spec: { layerDigest: digest, blob: { digest: 'sha256:'.padEnd(71, '0'), size: blob.length }, formatVersion: version, metadata: await metadataOf(fs, '/blob.snap'), source: 'memory', origin: {} },
   };
 }
 
@@ -127,8 +135,8 @@ async function markedPiecesVerify(fs: MemoryFileSystem): Promise<number> {
   return marked;
 }
 
-describe('a remote layer in the layer cache', async () => {
-  const made = await makeBlob();
+describe.each([1, 2] as const)('a remote layer in the layer cache (format version %i)', async (version) => {
+  const made = await makeBlob(version);
   const everything = Array.from({ length: BLOCKS }, (_, b) => b);
 
   test('the blob has stored blocks of both kinds and zero blocks, so every path is taken', async () => {

@@ -26,7 +26,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   'errors.ts': [],
   'native.ts': ['errors.ts'],
   io: ['errors.ts', 'native.ts'],
-  format: ['errors.ts', 'io'],
+  format: ['errors.ts', 'native.ts', 'io'],
   image: ['errors.ts', 'io', 'format'],
   registry: ['errors.ts', 'io'],
   ops: ['errors.ts', 'io', 'format', 'image', 'registry'],

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { BlockKind } from '../../src/format/constants.js';
-import { SnapshotFile } from '../../src/format/snapshot-reader.js';
+import { SnapshotV2File } from '../../src/format/snapshot-v2-reader.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { RealFileSystem } from '../../src/io/real-file.js';
 import { exportRaw } from '../../src/ops/export.js';
@@ -35,7 +35,7 @@ describe('import', () => {
     await putFile(fs, '/i/disk.raw', raw);
     const made = await importRaw('/i/disk.raw', '/i/disk.snap', { fs });
     expect(made.size).toBe(raw.length);
-    const snap = await SnapshotFile.open(fs, '/i/disk.snap');
+    const snap = await SnapshotV2File.open(fs, '/i/disk.snap');
     const page = await snap.page(0);
     if (!page) throw new Error('no table page');
     for (let b = 0; b < snap.blocks; b++) {

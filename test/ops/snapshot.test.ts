@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { BlockKind } from '../../src/format/constants.js';
-import { SnapshotFile } from '../../src/format/snapshot-reader.js';
+import { SnapshotV2File } from '../../src/format/snapshot-v2-reader.js';
 import type { BlockFile, FileSystem } from '../../src/io/file.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { RealFileSystem } from '../../src/io/real-file.js';
@@ -66,7 +66,7 @@ describe('snapshot', () => {
 
     const result = await snapshotOverlay(chain.overlay, '/c/sealed.snap', { fs });
 
-    const snap = await SnapshotFile.open(fs, result.layer);
+    const snap = await SnapshotV2File.open(fs, result.layer);
     const page = await snap.page(0);
     await snap.close();
     expect(page?.kinds[1]).not.toBe(BlockKind.ABSENT);

@@ -10,6 +10,8 @@ import * as path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { openImage } from '../../src/index.js';
 import { cachedCopy, presentPath } from '../../src/image/layer-cache.js';
+import { realFileSystem } from '../../src/io/real-file.js';
+import { metadataOf } from '../../src/ops/push.js';
 import { REPO, cowdisk } from '../helpers/cli.js';
 import { run } from '../helpers/nbd-tools.js';
 import { blobGets } from './fault-proxy.js';
@@ -118,10 +120,12 @@ async function layerIds(image: string): Promise<string[]> {
 test('a pull killed midway fetches, when run again, only what it did not have, and gives the chain', async () => {
   const cache = fresh('cache');
   const out = path.join(fresh('pulled'), 'app.snap');
-  // The config, the metadata (four ranges), the base's table page and one of its two groups of
-  // blocks get through; the registry then stops answering, and the pull is killed while it
-  // waits, as by a user's Ctrl-C or a crash.
-  let allowed = 7;
+  // The config, each layer's metadata ranges (one per layer in format version 2: header and
+  // directory are one range), the base's table page and one of its groups of blocks get
+  // through; the registry then stops answering, and the pull is killed while it waits, as by a
+  // user's Ctrl-C or a crash.
+  const metadataRanges = (await metadataOf(realFileSystem, f.chain.base)).ranges.length + (await metadataOf(realFileSystem, f.chain.app)).ranges.length;
+  let allowed = 1 + metadataRanges + 1 + 1;
   f.proxy.faults = { hang: (r) => blobGets(r) && --allowed < 0 };
   const child = spawn(process.execPath, [`${REPO}bin/cowdisk`, 'pull', '--cache', cache, f.ref, out], { env, stdio: 'ignore' });
   const exited = new Promise((resolve) => child.once('exit', resolve));

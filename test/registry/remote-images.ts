@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { SnapshotFile } from '../../src/format/snapshot-reader.js';
+import { openSealedFile } from '../../src/image/open-layer.js';
 import { realFileSystem } from '../../src/io/real-file.js';
 import type { BlockDevice } from '../../src/image/device.js';
 import { openImage } from '../../src/image/open.js';
@@ -73,7 +73,7 @@ export async function readAll(device: BlockDevice): Promise<Buffer> {
 
 /** Where a local layer file keeps block `b`'s stored bytes, and its table pages: what a lazy read of it must fetch. */
 export async function storedRanges(file: string): Promise<{ blocks: Map<number, { offset: number; length: number }>; tables: Array<{ offset: number; length: number }> }> {
-  const sealed = await SnapshotFile.open(realFileSystem, file);
+  const sealed = await openSealedFile(realFileSystem, file);
   try {
     const blocks = new Map<number, { offset: number; length: number }>();
     const tables = sealed.tableRanges(0, sealed.blocks);
