@@ -52,6 +52,11 @@ export interface NativeBinding {
    * -1 when nothing is cached, -2 when the file system cannot read without waiting.
    */
   readCached(fd: number, buffer: Uint8Array, position: number): number;
+  /**
+   * setsockopt(SO_SNDBUF): asks for a send buffer of `bytes` on a socket; returns what the kernel
+   * granted (twice the request, capped by net.core.wmem_max), or -1 when fd is not a socket.
+   */
+  setSendBuffer(fd: number, bytes: number): number;
   /** lseek(SEEK_DATA): the first data offset at or after `offset`, or -1 when only a hole follows. */
   seekData(fd: number, offset: number): number;
   /** lseek(SEEK_HOLE): the first hole at or after `offset` (the end of file counts), or -1 past it. */

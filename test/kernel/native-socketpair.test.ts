@@ -4,7 +4,7 @@
  * Here a net.Socket on each end stands in for both sides: bytes cross both ways, in order, and
  * closing one end is seen at the other.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { expect, test } from 'vitest';
 import { addon } from './addon.js';
@@ -76,4 +76,33 @@ test('closing one end of a socketpair ends the other', async () => {
   await ended;
   right.destroy();
   left.destroy();
+});
+
+test('setSendBuffer grows a Unix socket\'s send buffer as far as wmem_max allows, and says no to a file', async () => {
+  const [a, b] = addon().socketpair();
+  const left = socketOn(a);
+  const right = socketOn(b);
+  try {
+    const wmemMax = Number(readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
+    const wmemDefault = Number(readFileSync('/proc/sys/net/core/wmem_default', 'utf8'));
+    const want = 1024 * 1024;
+    const granted = addon().setSendBuffer(a, want);
+    // Linux doubles the request (for its own bookkeeping) after capping it at wmem_max.
+    expect(granted).toBe(2 * Math.min(want, wmemMax));
+    expect(granted).toBeGreaterThan(wmemDefault);
+    // The socket still carries a reply larger than the default buffer.
+    const reply = Buffer.alloc(768 * 1024, 7);
+    const back = receive(right, reply.length);
+    left.write(reply);
+    expect((await back).equals(reply)).toBe(true);
+  } finally {
+    left.destroy();
+    right.destroy();
+  }
+  const fd = openSync('/proc/self/stat', 'r');
+  try {
+    expect(addon().setSendBuffer(fd, 4096)).toBe(-1);
+  } finally {
+    closeSync(fd);
+  }
 });

@@ -3,7 +3,7 @@
  * kept for small sizes, and a bound on what it keeps.
  */
 import { expect, test } from 'vitest';
-import { BufferPool } from '../../src/nbd/buffer-pool.js';
+import { BufferPool, MAX_KEPT } from '../../src/nbd/buffer-pool.js';
 
 const MiB = 1024 * 1024;
 
@@ -25,10 +25,12 @@ test('small buffers are never kept (Node pools those itself)', () => {
   expect(pool.take(4096)).not.toBe(small);
 });
 
-test('keeps at most 4 MiB, whatever is given back', () => {
+test('keeps at most MAX_KEPT bytes (16 MiB), whatever is given back', () => {
+  expect(MAX_KEPT).toBe(16 * MiB);
   const pool = new BufferPool();
-  const given = Array.from({ length: 6 }, () => pool.take(MiB));
+  const count = MAX_KEPT / MiB + 2;
+  const given = Array.from({ length: count }, () => pool.take(MiB));
   for (const b of given) pool.give(b);
-  const back = new Set(Array.from({ length: 6 }, () => pool.take(MiB)));
-  expect(given.filter((b) => back.has(b))).toHaveLength(4);
+  const back = new Set(Array.from({ length: count }, () => pool.take(MiB)));
+  expect(given.filter((b) => back.has(b))).toHaveLength(MAX_KEPT / MiB);
 });
