@@ -61,6 +61,11 @@ export class OverlayFile {
     if (n < view.length) view.fill(0, n);
   }
 
+  /** readData at once from the page cache, or false (BlockFile.readNow). */
+  readDataNow(view: Buffer, offset: number): boolean {
+    return this.file.readNow(view, this.header.dataOffset + offset);
+  }
+
   writeData(buf: Buffer, offset: number): Promise<void> {
     return this.file.write(buf, this.header.dataOffset + offset);
   }

@@ -54,6 +54,11 @@ export class RawFile {
     return this.identity.size;
   }
 
+  /** read's synchronous fast path (BlockFile.readNow); false past the end of the file. */
+  readNow(buf: Buffer, pos: number): boolean {
+    return this.file.readNow(buf, pos);
+  }
+
   /** Reads at pos, filling with zeros past the end of the file. */
   async read(buf: Buffer, pos: number): Promise<void> {
     const n = await this.file.read(buf, pos);

@@ -190,6 +190,12 @@ export interface SealedLayer extends Layer {
   states(first: number, count: number, blockSize: number): Promise<Uint8Array | null>;
   /** Fills `buf` with the bytes at `offset`, which lie in blocks this layer says are DATA. */
   read(buf: Buffer, offset: number): Promise<void>;
+  /**
+   * read, at once, when what it needs is in memory (BlockFile.readNow); false otherwise, and then
+   * `read` does it. A layer whose bytes must be checked against a digest, decoded or fetched says
+   * false: only `read` may hand those out.
+   */
+  readNow(buf: Buffer, offset: number): boolean;
   /** Which parts of [from, to) (in DATA blocks) hold data and which are holes (a sparse raw base). */
   allocation(from: number, to: number): Promise<AllocationRun[]>;
   /** Counts for `info`, or null where the file keeps none (a raw base). */

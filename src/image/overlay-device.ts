@@ -142,6 +142,41 @@ export class OverlayDevice implements BlockDevice, Layer {
     await this.readRun(runSource, buf.subarray(runStart - offset), runStart);
   }
 
+  /**
+   * read, at once, when the map pages are loaded and every run can be read without waiting (this
+   * file's data and the parent's from the page cache); false otherwise, and nothing has changed.
+   * Nothing can interleave with it, so it sees one consistent state of every block it reads.
+   */
+  readNow(buf: Buffer, offset: number): boolean {
+    if (this.closed || offset < 0 || offset + buf.length > this.size) return false;
+    const end = offset + buf.length;
+    const bs = this.blockSize;
+    const map = this.file.map;
+    let pos = offset;
+    let runSource = -1;
+    let runStart = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const page = map.loaded(block);
+      if (page === undefined) return false;
+      const [source, until] = this.classify(page.present(block), page.zero(block), block * bs, pos, end);
+      if (source !== runSource) {
+        if (runSource !== -1 && !this.readRunNow(runSource, buf.subarray(runStart - offset, pos - offset), runStart)) return false;
+        runSource = source;
+        runStart = pos;
+      }
+      pos = until;
+    }
+    return this.readRunNow(runSource, buf.subarray(runStart - offset), runStart);
+  }
+
+  private readRunNow(source: number, view: Buffer, at: number): boolean {
+    if (source === Source.Here) return this.file.readDataNow(view, at);
+    if (source === Source.Below && this.parent) return this.parent.readNow?.(view, at) ?? false;
+    view.fill(0);
+    return true;
+  }
+
   private async readRun(source: number, view: Buffer, at: number): Promise<void> {
     if (source === Source.Here) {
       await this.file.readData(view, at);

@@ -29,6 +29,10 @@ export class PassThroughDevice implements BlockDevice {
     return this.inner.read(buf, offset);
   }
 
+  readNow(buf: Buffer, offset: number): boolean {
+    return this.inner.readNow?.(buf, offset) ?? false;
+  }
+
   write(buf: Buffer, offset: number, options?: WriteOptions): Promise<void> {
     return this.inner.write(buf, offset, options);
   }

@@ -45,6 +45,10 @@ export class RawLayer implements SealedLayer {
     return this.file.read(buf, offset);
   }
 
+  readNow(buf: Buffer, offset: number): boolean {
+    return this.file.readNow(buf, offset);
+  }
+
   allocation(from: number, to: number): Promise<AllocationRun[]> {
     return this.file.allocation(from, to);
   }

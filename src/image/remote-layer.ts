@@ -158,6 +158,11 @@ export class RemoteLayer implements SealedLayer, RemoteCache {
     return this.ensureTables(first, count).then(() => this.inner.states(first, count));
   }
 
+  /** Only what is already in the cache, and then only as the layer inside reads it. */
+  readNow(buf: Buffer, offset: number): boolean {
+    return (this.whole || !this.lacks(offset, buf.length)) && this.inner.readNow(buf, offset);
+  }
+
   read(buf: Buffer, offset: number): Promise<void> {
     if (this.whole || !this.lacks(offset, buf.length)) return this.inner.read(buf, offset);
     return this.ensureBlocks(offset, buf.length).then(() => this.inner.read(buf, offset));

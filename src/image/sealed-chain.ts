@@ -86,24 +86,57 @@ export class SealedChain implements BlockDevice {
       const block = Math.floor(pos / bs);
       const index = Math.floor(block / RESOLUTION_BLOCKS);
       const r = this.resolutions.get(index) ?? (await this.resolutions.fetch(index));
-      let slot = block - index * RESOLUTION_BLOCKS;
+      const slot = block - index * RESOLUTION_BLOCKS;
       const li = r.layer[slot];
-      const zeroish = li === -1 || r.state[slot] === BlockState.ZERO;
-      // Extend the run over following blocks of this page served the same way: zeros one fill,
-      // data of one layer one read (the layer joins what is contiguous in its file).
-      let runEnd = Math.min(end, (block + 1) * bs);
-      while (runEnd < end && slot + 1 < RESOLUTION_BLOCKS) {
-        const next = slot + 1;
-        const same = zeroish ? r.layer[next] === -1 || r.state[next] === BlockState.ZERO : r.layer[next] === li && r.state[next] === BlockState.DATA;
-        if (!same) break;
-        slot = next;
-        runEnd = Math.min(end, runEnd + bs);
-      }
+      const runEnd = this.runEnd(r, slot, block, end);
       const view = buf.subarray(pos - offset, runEnd - offset);
-      if (zeroish) view.fill(0);
+      if (li === -1 || r.state[slot] === BlockState.ZERO) view.fill(0);
       else await this.layers[li].read(view, pos);
       pos = runEnd;
     }
+  }
+
+  /**
+   * read, when the blocks' resolution is cached and every layer serving them can answer at once
+   * (read's loop, without a promise); false as soon as one cannot.
+   */
+  readNow(buf: Buffer, offset: number): boolean {
+    if (offset < 0 || offset + buf.length > this.size) return false;
+    const bs = this.blockSize;
+    const end = offset + buf.length;
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const index = Math.floor(block / RESOLUTION_BLOCKS);
+      const r = this.resolutions.get(index);
+      if (r === undefined) return false;
+      const slot = block - index * RESOLUTION_BLOCKS;
+      const li = r.layer[slot];
+      const runEnd = this.runEnd(r, slot, block, end);
+      const view = buf.subarray(pos - offset, runEnd - offset);
+      if (li === -1 || r.state[slot] === BlockState.ZERO) view.fill(0);
+      else if (!this.layers[li].readNow(view, pos)) return false;
+      pos = runEnd;
+    }
+    return true;
+  }
+
+  /**
+   * Where the run starting in `block` (at `slot` of resolution `r`) ends, at most at `end`: it
+   * carries on over the following blocks of this resolution served the same way, zeros (one fill)
+   * or data of one layer (one read: the layer joins what is contiguous in its file).
+   */
+  private runEnd(r: Resolution, slot: number, block: number, end: number): number {
+    const bs = this.blockSize;
+    const li = r.layer[slot];
+    const zeroish = li === -1 || r.state[slot] === BlockState.ZERO;
+    let runEnd = Math.min(end, (block + 1) * bs);
+    for (let next = slot + 1; runEnd < end && next < RESOLUTION_BLOCKS; next++) {
+      const same = zeroish ? r.layer[next] === -1 || r.state[next] === BlockState.ZERO : r.layer[next] === li && r.state[next] === BlockState.DATA;
+      if (!same) break;
+      runEnd = Math.min(end, runEnd + bs);
+    }
+    return runEnd;
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {

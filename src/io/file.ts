@@ -28,6 +28,13 @@ export interface BlockFile {
   readonly readOnly: boolean;
   /** Reads up to buf.length bytes at pos into buf; returns how many (fewer only at end of file). */
   read(buf: Buffer, pos: number): Promise<number>;
+  /**
+   * Fills all of buf with the bytes at pos, at once and only from memory (the page cache): true
+   * when it did, false when it could not without waiting (bytes not cached, past the end of the
+   * file, an error). After false buf holds anything; the caller reads it with `read`, which then
+   * also reports what went wrong. The server's hot read path (docs/PERFORMANCE.md, issue 13).
+   */
+  readNow(buf: Buffer, pos: number): boolean;
   /** Writes all of buf at pos, extending the file if needed. */
   write(buf: Buffer, pos: number): Promise<void>;
   /** Makes every earlier write and truncate durable (fdatasync). */

@@ -309,6 +309,20 @@ class MemoryFile implements BlockFile {
     return current.buf.copy(buf, 0, pos, Math.min(current.length, pos + buf.length));
   }
 
+  /**
+   * Copies at once, when nothing is watching reads: with an injected fault or interleaving asked
+   * for, every read goes through `read` so that the test sees it.
+   */
+  readNow(buf: Buffer, pos: number): boolean {
+    const fs = this.fs;
+    if (this.closed || this.epoch !== fs.epoch || fs.inject || fs.yieldEvery) return false;
+    const { current } = this.node;
+    if (pos + buf.length > current.length) return false;
+    fs.operations++;
+    current.buf.copy(buf, 0, pos, pos + buf.length);
+    return true;
+  }
+
   async write(buf: Buffer, pos: number): Promise<void> {
     await this.enter('write', pos, buf.length);
     this.fs.change(this.node, { kind: 'write', pos, data: Buffer.from(buf) });

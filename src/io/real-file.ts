@@ -71,6 +71,15 @@ export class RealFile implements BlockFile {
     return done;
   }
 
+  readNow(buf: Buffer, pos: number): boolean {
+    if (this.closed || this.io !== 'sync' || buf.length >= POOL_READ_MIN || !this.nowait) return false;
+    try {
+      return this.readHot(buf, pos) === buf.length;
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * Reads on the event loop what can be read without waiting for the device, and returns how
    * much: all of buf, or less where the page cache stopped (or at the end of the file, which the

@@ -189,6 +189,10 @@ export class Connection implements HandshakeHost, TransmissionHost {
     return t.inflight < MAX_INFLIGHT && t.inflightBytes + this.writer.queuedBytes + this.socket.writableLength < MAX_BUFFERED;
   }
 
+  answeredAtOnce(): void {
+    this.owner.poller?.answered();
+  }
+
   settled(): void {
     const t = this.transmission!;
     if (this.closed) {

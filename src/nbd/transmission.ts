@@ -9,8 +9,13 @@
  * answers. The engine's file I/O resolves within the same tick, so a burst of requests from one
  * 'data' event is usually answered by one batched write (see reply-writer.ts).
  *
+ * A READ the device can answer at once (BlockDevice.readNow: every byte it needs is in memory) is
+ * answered inside `consume`, without a promise per layer (docs/PERFORMANCE.md has what that
+ * saved at 4 KiB and queue depth 16).
+ *
  * Headers are read in place from the receive buffer; the only per-request allocations are the
- * request's promise, the read buffer a READ must fill, and a WRITE payload that arrived split
+ * request's promise (none for a READ answered at once), the read buffer a READ must fill (carved
+ * from a shared arena when small, see buffer-pool.ts), and a WRITE payload that arrived split
  * across socket chunks.
  *
  * Validation follows the spec's error rules: unknown commands and flags, a flag on a command it
@@ -36,6 +41,11 @@ export interface TransmissionHost {
   mayStart(): boolean;
   /** A request has finished and its reply is queued. */
   settled(): void;
+  /**
+   * A request was answered inside `consume`, without starting (a read the device answered at
+   * once): its reply is queued and goes out with the others when `consume` returns.
+   */
+  answeredAtOnce(): void;
 }
 
 /** What `consume` stopped on. */
@@ -158,6 +168,10 @@ export class Transmission {
       this.fail(handleHi, handleLo, error, `${commandName(cmd)}: ${this.why}`);
       return;
     }
+    if (cmd === Cmd.READ && this.readAtOnce(flags, handleHi, handleLo, offset, length)) {
+      this.host.answeredAtOnce();
+      return;
+    }
     const cost = cmd === Cmd.READ ? length : payload.length;
     this.inflight++;
     this.inflightBytes += cost;
@@ -254,6 +268,28 @@ export class Transmission {
       this.inflightBytes -= cost;
       this.host.settled();
     }
+  }
+
+  /**
+   * The hot path of a READ: when the device can answer at once (BlockDevice.readNow: the bytes are
+   * in memory), the reply is queued here, with no promise, no async function and no request
+   * bookkeeping; false when the read must start as usual (nothing has been queued then). Only for
+   * reads answered with one piece of data: a long structured read asks for extents first.
+   */
+  private readAtOnce(flags: number, handleHi: number, handleLo: number, offset: number, length: number): boolean {
+    const device = this.device;
+    if (device.readNow === undefined || length === 0) return false;
+    if (this.structured && (flags & CmdFlag.DF) === 0 && length >= HOLE_READ_MIN && this.extents) return false;
+    const buf = this.buffers.take(length);
+    if (!device.readNow(buf, offset)) {
+      this.buffers.give(buf);
+      return false;
+    }
+    const w = this.host.writer;
+    if (buf.length >= BufferPool.MIN_POOLED) w.afterSent(() => this.buffers.give(buf));
+    if (this.structured) w.offsetData(handleHi, handleLo, offset, buf, true);
+    else w.simpleRead(handleHi, handleLo, buf);
+    return true;
   }
 
   /**

@@ -103,6 +103,11 @@ class WatchedFile implements BlockFile {
     return this.inner.read(buf, pos);
   }
 
+  /** Every read is watched: none is answered past `read`. */
+  readNow(): boolean {
+    return false;
+  }
+
   write(buf: Buffer, pos: number): Promise<void> {
     return this.inner.write(buf, pos);
   }

@@ -157,3 +157,26 @@ test('reads of bytes not in the page cache go to the thread pool and come back r
   expect(tail.subarray(0, 4096).equals(data.subarray(data.length - 4096))).toBe(true);
   await f.close();
 });
+
+describe('readNow (the server\'s synchronous read path)', () => {
+  test('answers cached bytes at once; says no past the end, for large reads, in async mode and once closed', async () => {
+    const fs = new RealFileSystem('sync');
+    const f = await fs.create(path.join(dir, 'now'));
+    const data = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
+    await f.write(data, 0);
+    const buf = Buffer.alloc(4096);
+    expect(f.readNow(buf, 8192)).toBe(true);
+    expect(buf.equals(data.subarray(8192, 8192 + 4096))).toBe(true);
+    // Short at the end of the file: read reports that, readNow declines.
+    expect(f.readNow(buf, data.length - 1024)).toBe(false);
+    // 256 KiB or more is copied on the thread pool, never on the event loop.
+    expect(f.readNow(Buffer.alloc(256 * 1024), 0)).toBe(false);
+    expect(f.readNow(Buffer.alloc(256 * 1024 - 4096), 0)).toBe(true);
+    await f.close();
+    expect(f.readNow(buf, 0)).toBe(false);
+    const a = await new RealFileSystem('async').open(path.join(dir, 'now'));
+    expect(a.readNow(buf, 0)).toBe(false);
+    await a.close();
+  });
+});

@@ -18,11 +18,30 @@ test('a large buffer given back is the one the next take of that length gets', (
   expect(pool.take(2 * MiB)).not.toBe(a); // another length
 });
 
-test('small buffers are never kept (Node pools those itself)', () => {
+test('small buffers are never kept: they are carved, one after the other, out of a shared arena', () => {
   const pool = new BufferPool();
   const small = pool.take(4096);
+  small.fill(1);
   pool.give(small);
-  expect(pool.take(4096)).not.toBe(small);
+  const next = pool.take(4096);
+  expect(next).not.toBe(small);
+  expect(next.buffer).toBe(small.buffer);
+  expect(next.byteOffset).toBe(small.byteOffset + 4096);
+  // Carving never hands out bytes another buffer holds.
+  next.fill(2);
+  expect(small.every((b) => b === 1)).toBe(true);
+  // Odd lengths keep the next slice 8-byte aligned.
+  const odd = pool.take(13);
+  expect(pool.take(8).byteOffset).toBe(odd.byteOffset + 16);
+});
+
+test('a full arena is replaced, never rewritten', () => {
+  const pool = new BufferPool();
+  const first = pool.take(100 * 1024);
+  const second = pool.take(100 * 1024);
+  const third = pool.take(100 * 1024); // 300 KiB do not fit one arena
+  expect(second.buffer).toBe(first.buffer);
+  expect(third.buffer).not.toBe(first.buffer);
 });
 
 test('keeps at most MAX_KEPT bytes (16 MiB), whatever is given back', () => {
