@@ -51,6 +51,8 @@ export interface SealedFile {
   kinds(first: number, count: number): Promise<Uint8Array | null>;
   /** Fills `buf` with the disk's bytes at `offset`, in blocks this layer stores or zeroes. */
   read(buf: Buffer, offset: number): Promise<void>;
+  /** read, at once, when its table pages and stored bytes are in memory; false otherwise (BlockFile.readNow). */
+  readNow(buf: Buffer, offset: number): boolean;
   /** The whole uncompressed block (zeros for a zero or absent block). */
   readBlock(block: number): Promise<Buffer>;
   /**

@@ -57,6 +57,8 @@ export abstract class SealedTableFile<P extends TablePageView> {
   protected abstract digestAt(slot: number): number;
   /** Fills `view` with the bytes at `inBlock` of block `block`, stored compressed (kind LZ4). */
   protected abstract readCompressed(block: number, page: P, slot: number, inBlock: number, view: Buffer): Promise<void>;
+  /** readCompressed at once, from memory only (BlockFile.readNow), or false. */
+  protected abstract readCompressedNow(block: number, page: P, slot: number, inBlock: number, view: Buffer): boolean;
 
   heldBlocks(): number {
     let held = 0;
@@ -111,6 +113,33 @@ export abstract class SealedTableFile<P extends TablePageView> {
       if (kind === BlockKind.LZ4) return this.readCompressed(block, page, slot, offset - block * bs, buf);
     }
     return this.readRuns(buf, offset);
+  }
+
+  /**
+   * read, at once: when the table pages the range needs are in memory and its stored bytes in the
+   * page cache (BlockFile.readNow), and the version can place them without waiting; false
+   * otherwise, and then `read` does it (and reports what is wrong, if anything is: a frame that
+   * does not decode makes this say false, and read say CORRUPT).
+   */
+  readNow(buf: Buffer, offset: number): boolean {
+    const bs = this.header.blockSize;
+    const end = offset + buf.length;
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / bs);
+      const index = pageOf(block);
+      const runEnd = Math.min(end, (block + 1) * bs);
+      const view = buf.subarray(pos - offset, runEnd - offset);
+      const page = this.pages.get(index);
+      const kind = page ? page.kinds[block % TABLE_ENTRIES_PER_PAGE] : BlockKind.ABSENT;
+      if (!page && this.pageKind(index) !== 'absent') return false;
+      if (kind === BlockKind.ZERO || kind === BlockKind.ABSENT) view.fill(0);
+      else if (kind === BlockKind.RAW) {
+        if (!this.file.readNow(view, page!.offsets[block % TABLE_ENTRIES_PER_PAGE] + pos - block * bs)) return false;
+      } else if (!this.readCompressedNow(block, page!, block % TABLE_ENTRIES_PER_PAGE, pos - block * bs, view)) return false;
+      pos = runEnd;
+    }
+    return true;
   }
 
   private async readRuns(buf: Buffer, offset: number): Promise<void> {

@@ -179,6 +179,14 @@ export class SnapshotFile extends SealedTableFile<TablePage> implements SealedFi
     whole.copy(view, 0, inBlock, inBlock + view.length);
   }
 
+  /** Only a block decompressed a moment ago (kept by readLz4) is answered at once. */
+  protected readCompressedNow(block: number, _page: TablePage, _slot: number, inBlock: number, view: Buffer): boolean {
+    const whole = this.decompressed.get(block);
+    if (!whole) return false;
+    whole.copy(view, 0, inBlock, inBlock + view.length);
+    return true;
+  }
+
   /** An lz4 block, decompressed; the last few are kept, since a run of small reads often hits one block. */
   private async readLz4(block: number, offset: number, length: number): Promise<Buffer> {
     const hit = this.decompressed.get(block);

@@ -66,6 +66,8 @@ export class SnapshotV2File extends SealedTableFile<V2TablePage> implements Seal
   private readonly entrySize: number;
   private readonly pageSize: number;
   private readonly dataOffset: number;
+  /** Stored frames on their way to readCompressedNow's decode (nothing else runs meanwhile). */
+  private nowStored: Buffer | undefined;
   /** Where a frame read in part is decoded (decoding is synchronous: one buffer serves every read). */
   private readonly scratch = Buffer.alloc(FRAME_SIZE);
   /**
@@ -129,6 +131,44 @@ export class SnapshotV2File extends SealedTableFile<V2TablePage> implements Seal
     return this.readFrames(block, codes, base, first, last, start, inBlock, view);
   }
 
+  /**
+   * readCompressed at once: the frames' stored bytes from the page cache (one readNow) into a
+   * buffer only this synchronous path uses, then placed as readFrames places them.
+   */
+  protected readCompressedNow(block: number, page: V2TablePage, slot: number, inBlock: number, view: Buffer): boolean {
+    const codes = page.codes;
+    const base = slot * this.frames;
+    const first = inBlock >>> FRAME_SHIFT;
+    const last = (inBlock + view.length - 1) >>> FRAME_SHIFT;
+    let start = page.offsets[slot];
+    for (let f = 0; f < first; f++) start += codes[base + f];
+    if (first === last && codes[base + first] === FrameCode.RAW) return this.file.readNow(view, start + inBlock - (first << FRAME_SHIFT));
+    let span = 0;
+    for (let f = first; f <= last; f++) span += codes[base + f];
+    const stored = (this.nowStored ??= Buffer.allocUnsafeSlow(this.header.blockSize)).subarray(0, span);
+    if (span > 0 && !this.file.readNow(stored, start)) return false;
+    try {
+      this.placeFrames(stored, codes, base, first, last, inBlock, view, block);
+    } catch {
+      return false;
+    }
+    return true;
+  }
+
+  /** Puts frames first..last of a block, stored one after the other in `stored`, into `view`. */
+  private placeFrames(stored: Buffer, codes: Uint16Array, base: number, first: number, last: number, inBlock: number, view: Buffer, block: number): void {
+    let at = 0;
+    let out = 0;
+    for (let f = first; f <= last; f++) {
+      const frameStart = f << FRAME_SHIFT;
+      const from = Math.max(inBlock, frameStart) - frameStart;
+      const to = Math.min(inBlock + view.length, frameStart + FRAME_SIZE) - frameStart;
+      this.placeFrame(stored.subarray(at, at + codes[base + f]), view.subarray(out, out + to - from), from, block, f);
+      at += codes[base + f];
+      out += to - from;
+    }
+  }
+
   /** Frames first..last of a block, in one pread of their stored bytes. */
   private async readFrames(block: number, codes: Uint16Array, base: number, first: number, last: number, start: number, inBlock: number, view: Buffer): Promise<void> {
     let span = 0;
@@ -137,16 +177,7 @@ export class SnapshotV2File extends SealedTableFile<V2TablePage> implements Seal
     try {
       const stored = buffer.subarray(0, span);
       if (span > 0) await this.readExactly(stored, start, block);
-      let at = 0;
-      let out = 0;
-      for (let f = first; f <= last; f++) {
-        const frameStart = f << FRAME_SHIFT;
-        const from = Math.max(inBlock, frameStart) - frameStart;
-        const to = Math.min(inBlock + view.length, frameStart + FRAME_SIZE) - frameStart;
-        this.placeFrame(stored.subarray(at, at + codes[base + f]), view.subarray(out, out + to - from), from, block, f);
-        at += codes[base + f];
-        out += to - from;
-      }
+      this.placeFrames(stored, codes, base, first, last, inBlock, view, block);
     } finally {
       if (this.spareBlocks.length < MAX_SPARE_BLOCKS) this.spareBlocks.push(buffer);
     }

@@ -192,8 +192,8 @@ export interface SealedLayer extends Layer {
   read(buf: Buffer, offset: number): Promise<void>;
   /**
    * read, at once, when what it needs is in memory (BlockFile.readNow); false otherwise, and then
-   * `read` does it. A layer whose bytes must be checked against a digest, decoded or fetched says
-   * false: only `read` may hand those out.
+   * `read` does it. It hands out exactly what `read` would: bytes still to be fetched (and checked
+   * against their digest, as a registry's are) only `read` may.
    */
   readNow(buf: Buffer, offset: number): boolean;
   /** Which parts of [from, to) (in DATA blocks) hold data and which are holes (a sparse raw base). */

@@ -67,9 +67,9 @@ export class SnapshotLayer implements SealedLayer {
     return this.file.read(buf, offset);
   }
 
-  /** Stored blocks are decoded and checked against their digests: only `read` does that. */
-  readNow(_buf: Buffer, _offset: number): boolean {
-    return false;
+  /** As `read` (which trusts a local layer's stored bytes as `read` does; `check` hashes them), at once. */
+  readNow(buf: Buffer, offset: number): boolean {
+    return this.file.readNow(buf, offset);
   }
 
   async allocation(from: number, to: number): Promise<AllocationRun[]> {

@@ -11,6 +11,7 @@ import { describe, expect, test } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import { checkImage } from '../../src/ops/check.js';
+import { openImage } from '../../src/image/open.js';
 import { cloneImage } from '../../src/ops/create.js';
 import { type BlockContent, pattern, writeSnapshotLayer } from '../helpers/engine-chain.js';
 import { resealSnapshot, snapshotRegions, v2Geometry } from '../helpers/engine-damage.js';
@@ -189,6 +190,17 @@ describe('frames that decode to the wrong size, or lie about what they hold', ()
       const report = await checkImage(CLONE, { fs: f.fs });
       expect(report.ok).toBe(false);
       expect(report.problems).toContainEqual(expect.objectContaining({ severity: 'error', code: ErrorCode.CORRUPT, path: LAYER, block: 4 }));
+      // The server's synchronous read path (readNow) declines the frame rather than hand it out,
+      // while it answers a sound frame of the same block; read still names the damage.
+      const image = await openImage(CLONE, { fs: f.fs });
+      await image.device.read(Buffer.alloc(BS), 0); // the table page and the chain's resolution, in memory
+      const good = frame === 1 ? 3 : 1; // raw frames of mixedBlock
+      const sound = Buffer.alloc(4096);
+      expect(image.device.readNow!(sound, 4 * BS + good * 4096)).toBe(true);
+      expect(sound.equals(mixedBlock(4).subarray(good * 4096, (good + 1) * 4096))).toBe(true);
+      expect(image.device.readNow!(Buffer.alloc(4096), 4 * BS + frame * 4096)).toBe(false);
+      await expect(image.device.read(Buffer.alloc(4096), 4 * BS + frame * 4096)).rejects.toMatchObject({ code: ErrorCode.CORRUPT, block: 4 });
+      await image.close();
     });
   }
 

@@ -9,7 +9,7 @@ import { ErrorCode } from '../../src/errors.js';
 import { MemoryFileSystem } from '../../src/io/memory-file.js';
 import type { BlockDevice } from '../../src/image/device.js';
 import { openImage } from '../../src/image/open.js';
-import { buildChain, pattern, Random } from '../helpers/engine-chain.js';
+import { buildChain, pattern, Random, writeSnapshotLayer } from '../helpers/engine-chain.js';
 
 const BS = 65536;
 const BLOCKS = 16;
@@ -74,31 +74,53 @@ test('over a raw base: after a read, readNow answers the same range at once with
   expect(dev.readNow!(Buffer.alloc(4096), 0)).toBe(false);
 });
 
-test('over a snapshot base: only the overlay\'s own blocks are answered at once; stored blocks go through read and its digest', async () => {
+test('over version 2 snapshot layers: after a read, every range is answered at once, frames decoded, with read\'s bytes', async () => {
   const fs = new MemoryFileSystem();
-  const chain = await buildChain(fs, '/c', { depth: 2, base: 'snapshot', size: SIZE, blockSize: BS, seed: 12 });
+  const chain = await buildChain(fs, '/c', { depth: 4, base: 'snapshot', size: SIZE, blockSize: BS, seed: 15, version: 2 });
   const image = await openImage(chain.overlay, { fs });
   const dev = image.device;
   const model = Buffer.from(chain.content);
-  const mine = pattern(3, 2 * BS);
-  await dev.write(mine, 4 * BS);
-  mine.copy(model, 4 * BS);
-  await dev.zero(8 * BS, BS);
-  model.fill(0, 8 * BS, 9 * BS);
-  await dev.read(Buffer.alloc(SIZE), 0);
-  const buf = Buffer.alloc(2 * BS);
-  expect(dev.readNow!(buf, 4 * BS)).toBe(true);
-  expect(buf.equals(mine)).toBe(true);
-  expect(dev.readNow!(buf.subarray(0, BS).fill(1), 8 * BS)).toBe(true);
-  expect(buf.subarray(0, BS).every((b) => b === 0)).toBe(true);
-  // A block of the base that holds data: decoded and verified by read only.
-  let stored = -1;
-  for (let b = 0; b < BLOCKS && stored === -1; b++) {
-    if (b < 4 || b > 8) if (!model.subarray(b * BS, (b + 1) * BS).every((x) => x === 0)) stored = b;
+  expect(dev.readNow!(Buffer.alloc(4096), 0)).toBe(false);
+  await scribble(dev, model, 6);
+  for (const [offset, length] of ranges(10, 200)) {
+    const read = Buffer.alloc(length, 0xdd);
+    await dev.read(read, offset);
+    expect(read.equals(model.subarray(offset, offset + length))).toBe(true);
+    const now = Buffer.alloc(length, 0xcc);
+    expect(dev.readNow!(now, offset)).toBe(true);
+    expect(now.equals(read)).toBe(true);
   }
-  expect(stored).not.toBe(-1);
-  expect(dev.readNow!(Buffer.alloc(4096), stored * BS)).toBe(false);
   await image.close();
+});
+
+test('over version 1 layers: raw blocks and the blocks decompressed a moment ago are answered at once, others go through read', async () => {
+  const fs = new MemoryFileSystem();
+  const chain = await buildChain(fs, '/c', { depth: 3, base: 'snapshot', size: SIZE, blockSize: BS, seed: 12, version: 1 });
+  const image = await openImage(chain.overlay, { fs });
+  for (const [offset, length] of ranges(11, 100)) {
+    const read = Buffer.alloc(length);
+    await image.device.read(read, offset);
+    expect(read.equals(chain.content.subarray(offset, offset + length))).toBe(true);
+    const now = Buffer.alloc(length, 0xcc);
+    expect(image.device.readNow!(now, offset)).toBe(true); // random data: stored raw, or just decompressed
+    expect(now.equals(read)).toBe(true);
+  }
+  await image.close();
+  // Compressible blocks, more than version 1 keeps decompressed (32).
+  const small = 16384;
+  const blocks = new Map<number, Buffer>();
+  for (let b = 0; b < 40; b++) blocks.set(b, Buffer.from(`block ${b} `.repeat(small / 8)).subarray(0, small));
+  await writeSnapshotLayer(fs, '/v1/text.snap', { size: 40 * small, blockSize: small, parent: { kind: 'none' }, blocks, version: 1 });
+  const layer = await openImage('/v1/text.snap', { fs });
+  await layer.device.read(Buffer.alloc(40 * small), 0);
+  const part = Buffer.alloc(4096);
+  expect(layer.device.readNow!(part, 39 * small + 4096)).toBe(true);
+  expect(part.equals(blocks.get(39)!.subarray(4096, 8192))).toBe(true);
+  expect(layer.device.readNow!(part, 0)).toBe(false);
+  await layer.device.read(part, 0);
+  expect(layer.device.readNow!(part.fill(0), 0)).toBe(true);
+  expect(part.equals(blocks.get(0)!.subarray(0, 4096))).toBe(true);
+  await layer.close();
 });
 
 test('a memory file system with a fault to inject answers nothing at once, so the fault is seen', async () => {
