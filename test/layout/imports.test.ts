@@ -30,7 +30,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   image: ['errors.ts', 'io', 'format'],
   registry: ['errors.ts', 'io'],
   ops: ['errors.ts', 'io', 'format', 'image', 'registry'],
-  nbd: ['errors.ts', 'image'],
+  // native.ts for a socket option Node has no call for (the send buffer, connection.ts).
+  nbd: ['errors.ts', 'native.ts', 'image'],
   fsdiff: ['errors.ts', 'io', 'image', 'ops', 'nbd'],
   kernel: ['errors.ts', 'native.ts', 'image', 'nbd'],
   bench: ['errors.ts', 'io', 'format', 'image', 'ops', 'nbd'],
