@@ -102,6 +102,10 @@ export class Transmission {
   private cacheScratch: Buffer | undefined;
   /** Large read buffers, reused once their reply is sent (buffer-pool.ts). */
   private readonly buffers = new BufferPool();
+  /** A full arena of replies queued at once serves again once they are all sent. */
+  private readonly retireArena = (arena: Buffer): void => {
+    this.host.writer.afterSent(() => this.buffers.recycle(arena));
+  };
 
   constructor(
     private readonly host: TransmissionHost,
@@ -280,13 +284,14 @@ export class Transmission {
     const device = this.device;
     if (device.readNow === undefined || length === 0) return false;
     if (this.structured && (flags & CmdFlag.DF) === 0 && length >= HOLE_READ_MIN && this.extents) return false;
-    const buf = this.buffers.take(length);
+    const small = length < BufferPool.MIN_POOLED;
+    const buf = small ? this.buffers.takeNow(length, this.retireArena) : this.buffers.take(length);
     if (!device.readNow(buf, offset)) {
-      this.buffers.give(buf);
+      if (!small) this.buffers.give(buf);
       return false;
     }
     const w = this.host.writer;
-    if (buf.length >= BufferPool.MIN_POOLED) w.afterSent(() => this.buffers.give(buf));
+    if (!small) w.afterSent(() => this.buffers.give(buf));
     if (this.structured) w.offsetData(handleHi, handleLo, offset, buf, true);
     else w.simpleRead(handleHi, handleLo, buf);
     return true;

@@ -53,3 +53,24 @@ test('keeps at most MAX_KEPT bytes (16 MiB), whatever is given back', () => {
   const back = new Set(Array.from({ length: count }, () => pool.take(MiB)));
   expect(given.filter((b) => back.has(b))).toHaveLength(MAX_KEPT / MiB);
 });
+
+test('takeNow retires a full arena to its caller, and an arena recycled serves again', () => {
+  const pool = new BufferPool();
+  const retired: Buffer[] = [];
+  const retire = (arena: Buffer): void => {
+    retired.push(arena);
+  };
+  const first = pool.takeNow(4096, retire);
+  for (let i = 1; i < 64; i++) pool.takeNow(4096, retire); // 64 x 4 KiB fill a 256 KiB arena
+  expect(retired).toHaveLength(0);
+  const next = pool.takeNow(4096, retire);
+  expect(retired).toHaveLength(1);
+  expect(retired[0].buffer).toBe(first.buffer);
+  expect(next.buffer).not.toBe(first.buffer);
+  // Not recycled: the next arena is a new one. Recycled: it is the retired one.
+  pool.recycle(retired[0]);
+  for (let i = 1; i < 64; i++) pool.takeNow(4096, retire);
+  const again = pool.takeNow(4096, retire);
+  expect(retired).toHaveLength(2);
+  expect(again.buffer).toBe(first.buffer);
+});
