@@ -132,6 +132,7 @@ export function targetTable(result) {
       t.want,
       ...perVariant.map((ts) => {
         const x = ts[i];
+        if (x.na) return '—';
         return x.value === null ? 'not measured' : `${x.value.toFixed(3)}× ${x.met ? 'met' : 'MISSED'}`;
       }),
     ]),
