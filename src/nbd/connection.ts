@@ -32,9 +32,9 @@
  * connection only and is reported to the owner (`clientRefused`) once, as a CowdiskError.
  */
 import type { Socket } from 'node:net';
-import { native } from '../native.js';
 import { debuglog } from 'node:util';
 import { CowdiskError, ErrorCode, isCowdiskError } from '../errors.js';
+import { native } from '../native.js';
 import type { ExportConfig } from './exports.js';
 import { ReceiveBuffer } from './framing.js';
 import { Handshake, type HandshakeHost, type Session } from './handshake.js';
