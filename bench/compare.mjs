@@ -40,7 +40,8 @@ Options:
                   under a quarter of a core (default 0: measure at once; the table says how
                   busy the machine was either way)
   --tls           instead: each of cowdisk, qemu-nbd and nbdkit's cow filter (--tools picks)
-                  in plaintext and requiring TLS-PSK, 4 KiB QD16 and 1 MiB reads, TLS/plaintext
+                  in plaintext and requiring TLS-PSK, 4 KiB QD16 and 1 MiB reads, TLS/plaintext,
+                  and the server's CPU per request both ways
   -h, --help      this text
 
 Example: node bench/compare.mjs --reps 5

@@ -28,6 +28,7 @@ import { makeRandomBase, warmPageCache } from './base.mjs';
 import { cowdiskTool } from './cowdisk.mjs';
 import { runFio } from './fio.mjs';
 import { foreignCores, sampleCpu, waitForIdle } from './interference.mjs';
+import { cpuSeconds } from './server-cpu.mjs';
 import { MIN_STRIDE, buildJobs, warmupPass } from './jobs.mjs';
 import { PEERS } from './peers.mjs';
 import { median, rotate } from './run.mjs';
@@ -36,7 +37,7 @@ import { firstLine, missingPrograms, runChecked } from './tool.mjs';
 
 /** @typedef {import('./tool.mjs').Tool} Tool */
 /** @typedef {import('./server.mjs').Launch} Launch */
-/** @typedef {import('./fio.mjs').Measurement & { foreignCores: number }} Sample */
+/** @typedef {import('./run.mjs').Sample} Sample  a measurement, the server's CPU per request included */
 /** @typedef {{ dir: string, file: string }} Keys  the PSK file, and the directory qemu-nbd reads keys.psk from */
 
 const IDENTITY = 'bench';
@@ -132,8 +133,11 @@ export async function compareTls(options, progress) {
               if (options.waitIdle > 0) await waitForIdle(options.waitIdle);
               warmPageCache([runCtx.base]);
               const before = sampleCpu(server.pid);
+              const cpuBefore = cpuSeconds(server.pid);
               const m = await runFio(job.measure, uri, join(jobDir, 'fio.json'), env);
-              const sample = { ...m, foreignCores: foreignCores(before, sampleCpu(server.pid)) };
+              const cpuAfter = cpuSeconds(server.pid);
+              if (cpuBefore === null || cpuAfter === null) throw new Error(`the server (PID ${server.pid}) exited during ${job.id}`);
+              const sample = { ...m, foreignCores: foreignCores(before, sampleCpu(server.pid)), cpuUsPerIo: ((cpuAfter - cpuBefore) * 1e6) / m.ios };
               const row = /** @type {TlsResult['results'][number]} */ (results.find((r) => r.tool === v.tool.id && r.job === job.id && r.tls === v.tls));
               row.reps.push(sample);
               const rate = job.rate === 'iops' ? `${Math.round(m.iops)} IOPS` : `${m.mibps.toFixed(0)} MiB/s`;
@@ -176,6 +180,17 @@ export function tlsRatio(result, tool, job) {
 }
 
 /**
+ * A tool's server CPU per request on one job, in plaintext and over TLS (medians), µs.
+ * @param {TlsResult} result
+ * @param {string} tool
+ * @param {string} job
+ */
+export function tlsCpu(result, tool, job) {
+  const get = (/** @type {boolean} */ tls) => /** @type {TlsResult['results'][number]} */ (result.results.find((r) => r.tool === tool && r.job === job && r.tls === tls)).median.cpuUsPerIo;
+  return { plain: get(false), tls: get(true) };
+}
+
+/**
  * Issue 14's target, per job: cowdisk's TLS/plaintext ratio at least qemu-nbd's.
  * @param {TlsResult} result
  */
@@ -209,6 +224,20 @@ export function renderTls(result, command) {
     const cells = result.jobs.map((j) => {
       const r = tlsRatio(result, t.id, j.id);
       return `${fmt(r.plain, j.rate)} | ${fmt(r.tls, j.rate)} | ${r.ratio.toFixed(2)}×`;
+    });
+    lines.push(`| ${t.label} | ${cells.join(' | ')} |`);
+  }
+  lines.push(
+    '',
+    "The server's CPU time (user + system, every thread) per request, µs:",
+    '',
+    `| tool | ${result.jobs.map((j) => `${j.short}: plaintext | TLS-PSK | TLS adds`).join(' | ')} |`,
+    `|---|${result.jobs.map(() => '--:|--:|--:|').join('')}`,
+  );
+  for (const t of result.tools) {
+    const cells = result.jobs.map((j) => {
+      const c = tlsCpu(result, t.id, j.id);
+      return `${c.plain.toFixed(1)} | ${c.tls.toFixed(1)} | ${(c.tls - c.plain).toFixed(1)}`;
     });
     lines.push(`| ${t.label} | ${cells.join(' | ')} |`);
   }

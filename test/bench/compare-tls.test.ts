@@ -18,7 +18,7 @@ interface Row {
   tool: string;
   job: string;
   tls: boolean;
-  median: { iops: number; mibps: number; ios: number };
+  median: { iops: number; mibps: number; ios: number; cpuUsPerIo: number };
 }
 
 describe('bench/compare --tls --quick', () => {
@@ -56,5 +56,22 @@ describe('bench/compare --tls --quick', () => {
     expect(cells[7]).toBe(`${(get('seqread-1m', true).mibps / get('seqread-1m', false).mibps).toFixed(2)}×`);
     // Without cowdisk and qemu-nbd in the run there is no target to judge.
     expect(text).not.toContain("Issue 14's target");
+  });
+
+  it('measures the server\'s CPU per request both ways and prints what TLS adds', () => {
+    // /proc/PID/stat counts CPU in 10 ms ticks: a quick pass may show none, never less or NaN.
+    for (const r of report.results) {
+      expect(Number.isFinite(r.median.cpuUsPerIo)).toBe(true);
+      expect(r.median.cpuUsPerIo).toBeGreaterThanOrEqual(0);
+    }
+    const text: string = renderTls(report, report.command);
+    const get = (job: string, tls: boolean) => report.results.find((r) => r.job === job && r.tls === tls)!.median.cpuUsPerIo;
+    const rows = text.split('\n').filter((l) => l.startsWith('| nbdkit cow filter'));
+    expect(rows).toHaveLength(2);
+    const cells = rows[1].split('|').map((c) => c.trim());
+    expect(cells[2]).toBe(get('randread-qd16', false).toFixed(1));
+    expect(cells[3]).toBe(get('randread-qd16', true).toFixed(1));
+    expect(cells[4]).toBe((get('randread-qd16', true) - get('randread-qd16', false)).toFixed(1));
+    expect(cells[7]).toBe((get('seqread-1m', true) - get('seqread-1m', false)).toFixed(1));
   });
 });
