@@ -6,7 +6,8 @@
  * than a round trip through libuv's thread pool (measured in docs/PERFORMANCE.md). A read the
  * page cache cannot answer would stall every connection while the device works, so reads first
  * ask for cached bytes only (preadv2 with RWF_NOWAIT, through the addon) and send just the rest
- * to the thread pool; so do large reads (POOL_READ_MIN), whose copy is worth a second core. Writes land in the page cache and do not wait on the device. Anything that
+ * to the thread pool; so do large reads (POOL_READ_MIN), whose copy is worth a second core.
+ * Writes land in the page cache and do not wait on the device. Anything that
  * may block for long (fdatasync, fsync of a directory) goes to the thread pool. `io: 'async'`
  * sends every read and write to the pool.
  */

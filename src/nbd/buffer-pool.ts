@@ -67,9 +67,9 @@ export class BufferPool {
    * (ReplyWriter.afterSent). Only for buffers queued in the same synchronous step they are taken
    * in (or dropped): then every slice of a full arena is already queued when it is retired.
    *
-   * Why: at 4 KiB QD16 a server left some 6 MiB of read buffers a second to the collector, and V8
-   * answered the external memory with a full mark-compact every ~50 ms in some runs (over 20 per
-   * 65,536 reads, against 2-4 in others, at 0.7-0.8x the IOPS: docs/PERFORMANCE.md).
+   * Why: at 4 KiB QD16 a server left some 600 MiB of read buffers a second to the collector, and
+   * V8 answered that external memory with a full mark-compact every ~50 ms in some runs (over 20
+   * per 65,536 reads, against 2-4 in others, at 0.7-0.8x the IOPS: docs/PERFORMANCE.md).
    */
   takeNow(length: number, retire: (arena: Buffer) => void): Buffer {
     if (this.nowUsed + length > this.nowArena.length) {
