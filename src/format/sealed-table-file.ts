@@ -131,12 +131,13 @@ export abstract class SealedTableFile<P extends TablePageView> {
       const runEnd = Math.min(end, (block + 1) * bs);
       const view = buf.subarray(pos - offset, runEnd - offset);
       const page = this.pages.get(index);
-      const kind = page ? page.kinds[block % TABLE_ENTRIES_PER_PAGE] : BlockKind.ABSENT;
+      const slot = block % TABLE_ENTRIES_PER_PAGE;
+      const kind = page ? page.kinds[slot] : BlockKind.ABSENT;
       if (!page && this.pageKind(index) !== 'absent') return false;
       if (kind === BlockKind.ZERO || kind === BlockKind.ABSENT) view.fill(0);
       else if (kind === BlockKind.RAW) {
-        if (!this.file.readNow(view, page!.offsets[block % TABLE_ENTRIES_PER_PAGE] + pos - block * bs)) return false;
-      } else if (!this.readCompressedNow(block, page!, block % TABLE_ENTRIES_PER_PAGE, pos - block * bs, view)) return false;
+        if (!this.file.readNow(view, page!.offsets[slot] + pos - block * bs)) return false;
+      } else if (!this.readCompressedNow(block, page!, slot, pos - block * bs, view)) return false;
       pos = runEnd;
     }
     return true;

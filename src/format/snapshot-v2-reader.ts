@@ -125,8 +125,7 @@ export class SnapshotV2File extends SealedTableFile<V2TablePage> implements Seal
     const base = slot * this.frames;
     const first = inBlock >>> FRAME_SHIFT;
     const last = (inBlock + view.length - 1) >>> FRAME_SHIFT;
-    let start = page.offsets[slot];
-    for (let f = 0; f < first; f++) start += codes[base + f];
+    const start = page.offsets[slot] + storedBytes(codes, base, 0, first);
     if (first === last) return this.readFrame(block, first, codes[base + first], start, inBlock - (first << FRAME_SHIFT), view);
     return this.readFrames(block, codes, base, first, last, start, inBlock, view);
   }
@@ -140,11 +139,9 @@ export class SnapshotV2File extends SealedTableFile<V2TablePage> implements Seal
     const base = slot * this.frames;
     const first = inBlock >>> FRAME_SHIFT;
     const last = (inBlock + view.length - 1) >>> FRAME_SHIFT;
-    let start = page.offsets[slot];
-    for (let f = 0; f < first; f++) start += codes[base + f];
+    const start = page.offsets[slot] + storedBytes(codes, base, 0, first);
     if (first === last && codes[base + first] === FrameCode.RAW) return this.file.readNow(view, start + inBlock - (first << FRAME_SHIFT));
-    let span = 0;
-    for (let f = first; f <= last; f++) span += codes[base + f];
+    const span = storedBytes(codes, base, first, last + 1);
     const stored = (this.nowStored ??= Buffer.allocUnsafeSlow(this.header.blockSize)).subarray(0, span);
     if (span > 0 && !this.file.readNow(stored, start)) return false;
     try {
@@ -171,8 +168,7 @@ export class SnapshotV2File extends SealedTableFile<V2TablePage> implements Seal
 
   /** Frames first..last of a block, in one pread of their stored bytes. */
   private async readFrames(block: number, codes: Uint16Array, base: number, first: number, last: number, start: number, inBlock: number, view: Buffer): Promise<void> {
-    let span = 0;
-    for (let f = first; f <= last; f++) span += codes[base + f];
+    const span = storedBytes(codes, base, first, last + 1);
     const buffer = this.spareBlocks.pop() ?? Buffer.allocUnsafeSlow(this.header.blockSize);
     try {
       const stored = buffer.subarray(0, span);
@@ -330,4 +326,11 @@ export class SnapshotV2File extends SealedTableFile<V2TablePage> implements Seal
     }
     if (held !== this.dirBlocks(index)) throw this.damaged(`block table page ${index} holds ${held} blocks, its directory entry says ${this.dirBlocks(index)}`, first);
   }
+}
+
+/** Stored bytes of frames [from, to) of the block whose codes start at `base` (a frame's code is its stored length). */
+function storedBytes(codes: Uint16Array, base: number, from: number, to: number): number {
+  let n = 0;
+  for (let f = from; f < to; f++) n += codes[base + f];
+  return n;
 }
