@@ -39,6 +39,7 @@ import type { ExportConfig } from './exports.js';
 import { ReceiveBuffer } from './framing.js';
 import { Handshake, type HandshakeHost, type Session } from './handshake.js';
 import type { MetaContext } from './meta-context.js';
+import { readIntoOwnBuffers } from './own-reads.js';
 import type { Poller } from './poller.js';
 import { ReplyWriter } from './reply-writer.js';
 import type { TlsCredentials, TlsMode } from './tls-credentials.js';
@@ -105,6 +106,8 @@ export class Connection implements HandshakeHost, TransmissionHost {
   private resolveDone!: () => void;
   /** The socket in use: the one accepted, or the TLS socket over it once TLS runs. */
   private socket: Socket;
+  /** The socket reads into the receive buffer's memory (own-reads.ts) rather than emitting 'data'. */
+  ownReads = false;
 
   constructor(
     private readonly owner: ConnectionOwner,
@@ -122,6 +125,7 @@ export class Connection implements HandshakeHost, TransmissionHost {
     plain.on('close', () => this.socketClosed());
     if (session) {
       this.transmission = new Transmission(this, session);
+      this.readOwn();
     } else {
       this.handshake = new Handshake(this);
       this.handshake.greet();
@@ -155,6 +159,11 @@ export class Connection implements HandshakeHost, TransmissionHost {
     this.rx.push(chunk);
     this.pump();
   };
+  private readonly onReceived = (n: number): void => {
+    this.owner.poller?.arrived();
+    this.rx.received(n);
+    this.pump();
+  };
   private readonly onEnd = (): void => this.inputEnded();
   private readonly onDrain = (): void => this.pump();
   private readonly onError = (err: Error): void => debug('connection %d: %s', this.id, err.message);
@@ -164,6 +173,15 @@ export class Connection implements HandshakeHost, TransmissionHost {
     socket.on('end', this.onEnd);
     socket.on('drain', this.onDrain);
     socket.on('error', this.onError);
+  }
+
+  /**
+   * In transmission on a plain socket, the socket's bytes land in the receive buffer's own memory
+   * and large WRITE payloads straight in their pooled buffers (own-reads.ts, framing.ts).
+   */
+  private readOwn(): void {
+    if ((this.socket as { encrypted?: boolean }).encrypted === true) return;
+    this.ownReads = readIntoOwnBuffers(this.socket, () => this.rx.readBuffer(), this.onReceived);
   }
 
   private unlisten(socket: Socket): void {
@@ -243,7 +261,8 @@ export class Connection implements HandshakeHost, TransmissionHost {
           this.handshake = undefined;
           clearTimeout(this.handshakeTimer);
           this.transmission = new Transmission(this, step.session);
-          debug('connection %d: transmission on export %s', this.id, JSON.stringify(step.session.export.name));
+          this.readOwn();
+          debug('connection %d: transmission on export %s (reads into own buffers: %s)', this.id, JSON.stringify(step.session.export.name), this.ownReads);
         }
       }
       const t = this.transmission;

@@ -7,15 +7,36 @@
  * When a frame lies inside one chunk (nearly always), `contiguous(n)` points `view`/`at` at the
  * chunk itself, so the parser reads the fields with `readUInt32BE(at + k)` and nothing is copied or
  * allocated. Only a frame cut across two chunks is gathered into a small scratch buffer. A WRITE
- * payload that lies in one chunk is handed out as a `subarray` of it, also without a copy (Node
- * never reuses the memory behind a 'data' chunk, so the view stays valid while the write runs).
+ * payload that lies in one chunk is handed out as a `subarray` of it, also without a copy: the
+ * memory behind a chunk is never written again while a view of it may be in use (see below).
+ *
+ * A large payload is not gathered from chunks at all: once its header is parsed, `expect(buf)`
+ * makes the next bytes of the stream land in `buf` (a pooled buffer the transmission phase owns),
+ * what has already arrived copied in, the rest as it comes. When the connection reads the socket
+ * into memory of ours (own-reads.ts), `readBuffer()` hands the kernel the unfilled part of that
+ * buffer itself, so a 1 MiB WRITE is received straight where it is written from: no chunk, no
+ * copy, no fresh memory. Otherwise (TLS, or a Node without that hook) each pushed chunk is copied
+ * into it.
+ *
+ * Reading into our own memory: `readBuffer()` gives the socket the free tail of a 256 KiB chunk,
+ * `received(n)` takes what arrived in it. Once everything received has been consumed and no view
+ * of the chunk was handed out, the chunk is filled again from its start; a chunk of which views
+ * were handed out (small WRITE payloads) is left to them and a new one is allocated when it is
+ * full. Why: Node's own reads allocate a fresh 64 KiB buffer per read, and V8 answers that much
+ * external memory with a full garbage collection per 64 MiB received (about thirty a second at
+ * 2 GB/s of writes; docs/PERFORMANCE.md).
  *
  * What this module never does is allocate what a length field claims: callers check every length
  * against their own limit before asking for the bytes, and `skip` discards bytes without keeping
- * them. So the memory a connection holds is bounded by the largest frame it accepts plus one chunk.
+ * them. So the memory a connection holds is bounded by the largest frame it accepts plus a chunk.
  */
 
 const EMPTY: Buffer = Buffer.alloc(0);
+
+/** The chunks socket reads land in, when the connection reads into our own memory. */
+export const OWN_CHUNK = 256 * 1024;
+/** A chunk with less room than this left is not offered to the socket: a new one is. */
+const MIN_READ = 64 * 1024;
 
 export class ReceiveBuffer {
   /** Unread bytes, across all chunks. */
@@ -29,10 +50,85 @@ export class ReceiveBuffer {
   private offset = 0;
   private scratch = Buffer.allocUnsafe(256);
 
+  /** Where the next bytes of the stream go instead of the chunks (`expect`), and how much is in. */
+  private sink: Buffer | undefined;
+  private sinkFilled = 0;
+
+  /** The chunk socket reads land in (own reads), and how much of it is taken. */
+  private own: Buffer = EMPTY;
+  private ownEnd = 0;
+  /** A view into `own` was handed out by `take`: its bytes must not be written again. */
+  private lent = false;
+  /** What `readBuffer` handed out last: the sink's free part (true) or `own`'s (false). */
+  private handedSink = false;
+
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
+    if (this.sink !== undefined) {
+      const k = Math.min(chunk.length, this.sink.length - this.sinkFilled);
+      chunk.copy(this.sink, this.sinkFilled, 0, k);
+      this.sinkFilled += k;
+      if (k === chunk.length) return;
+      chunk = chunk.subarray(k);
+    }
     this.chunks.push(chunk);
     this.length += chunk.length;
+  }
+
+  /**
+   * The next `buf.length` bytes of the stream are to land in `buf`: those already here are copied
+   * in (and consumed) now, the rest as they arrive. `filled()` hands `buf` back once it is full.
+   * Nothing else is taken from the stream meanwhile (there is nothing else before those bytes).
+   */
+  expect(buf: Buffer): void {
+    const k = Math.min(buf.length, this.length);
+    if (k > 0) {
+      this.gather(buf, k);
+      this.consume(k);
+    }
+    this.sink = buf;
+    this.sinkFilled = k;
+  }
+
+  /** The buffer given to `expect`, once every byte of it has arrived; else undefined. */
+  filled(): Buffer | undefined {
+    const sink = this.sink;
+    if (sink === undefined || this.sinkFilled < sink.length) return undefined;
+    this.sink = undefined;
+    return sink;
+  }
+
+  /**
+   * Memory for the socket's next read (reading into our own memory, own-reads.ts): the free part
+   * of the expected buffer while one is filling, else of the current chunk. `received(n)` must
+   * follow with what arrived in it, before this is called again.
+   */
+  readBuffer(): Buffer {
+    if (this.sink !== undefined) {
+      this.handedSink = true;
+      return this.sink.subarray(this.sinkFilled);
+    }
+    this.handedSink = false;
+    // Everything received is consumed and nothing of it is in use: fill the chunk from the start.
+    if (this.length === 0 && !this.lent) this.ownEnd = 0;
+    if (this.own.length - this.ownEnd < MIN_READ) {
+      this.own = Buffer.allocUnsafeSlow(OWN_CHUNK);
+      this.ownEnd = 0;
+      this.lent = false;
+    }
+    return this.own.subarray(this.ownEnd);
+  }
+
+  /** `n` bytes arrived in the memory `readBuffer` returned last. */
+  received(n: number): void {
+    if (this.handedSink) {
+      // The sink may have been dropped since (clear): then the bytes are dropped with it.
+      if (this.sink !== undefined) this.sinkFilled += n;
+      return;
+    }
+    const chunk = this.own.subarray(this.ownEnd, this.ownEnd + n);
+    this.ownEnd += n;
+    this.push(chunk);
   }
 
   /**
@@ -77,6 +173,7 @@ export class ReceiveBuffer {
     let out: Buffer;
     if (first.length - this.offset >= n) {
       out = first.subarray(this.offset, this.offset + n);
+      this.lent = true;
     } else {
       out = Buffer.allocUnsafe(n);
       this.gather(out, n);
@@ -98,6 +195,7 @@ export class ReceiveBuffer {
     this.offset = 0;
     this.length = 0;
     this.view = EMPTY;
+    this.sink = undefined;
   }
 
   private gather(into: Buffer, n: number): void {

@@ -107,6 +107,13 @@ export class NbdServer implements ConnectionOwner {
     return this.connections.size;
   }
 
+  /** Open connections whose socket reads land in the server's own buffers (own-reads.ts). */
+  get ownReadCount(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.ownReads) n++;
+    return n;
+  }
+
   findExport(name: string): ExportConfig | undefined {
     const exact = this.exports.find((e) => e.name === name);
     if (exact || name !== '') return exact;

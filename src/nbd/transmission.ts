@@ -15,8 +15,9 @@
  *
  * Headers are read in place from the receive buffer; the only per-request allocations are the
  * request's promise (none for a READ answered at once), the read buffer a READ must fill (carved
- * from a shared arena when small, see buffer-pool.ts), and a WRITE payload that arrived split
- * across socket chunks.
+ * from a shared arena when small, see buffer-pool.ts), and a small WRITE payload that arrived
+ * split across socket chunks. A WRITE of 128 KiB or more is received into a pooled buffer, which
+ * goes back to the pool once the write is done (framing.ts `expect`).
  *
  * Validation follows the spec's error rules: unknown commands and flags, a flag on a command it
  * does not apply to, lengths over the maximum, misalignment (for clients that agreed to the
@@ -97,6 +98,10 @@ export class Transmission {
   private readonly extents: boolean;
   /** Bytes of an oversized WRITE payload still to be thrown away. */
   private discarding = 0;
+  /** A large WRITE whose payload is arriving straight into a pooled buffer (rx.expect). */
+  private arriving: { flags: number; handleHi: number; handleLo: number; offset: number } | undefined;
+  /** WRITE payloads that are pooled buffers (not views into received chunks): back to the pool after the write. */
+  private readonly pooledPayloads = new Set<Buffer>();
   /** Why the last validation failed, for the error message of a structured reply. */
   private why = '';
   private cacheScratch: Buffer | undefined;
@@ -131,6 +136,15 @@ export class Transmission {
         this.discarding -= rx.skip(this.discarding);
         if (this.discarding > 0) return Consumed.MORE;
       }
+      const arriving = this.arriving;
+      if (arriving !== undefined) {
+        // Admitted when its header was parsed: it starts as soon as its payload is in.
+        const payload = rx.filled();
+        if (payload === undefined) return Consumed.MORE;
+        this.arriving = undefined;
+        this.start(Cmd.WRITE, arriving.flags, arriving.handleHi, arriving.handleLo, arriving.offset, payload.length, payload);
+        continue;
+      }
       // When shutting down, what has arrived is answered ESHUTDOWN at once, whatever the limits.
       if ((!this.shuttingDown && !this.host.mayStart()) || !rx.contiguous(Size.REQUEST)) return Consumed.MORE;
       const b = rx.view;
@@ -151,6 +165,15 @@ export class Transmission {
           this.fail(handleHi, handleLo, NbdErrno.EINVAL, `write of ${length} bytes is over the maximum of ${Limit.MAX_BLOCK}`);
           continue;
         }
+        if (length >= BufferPool.MIN_POOLED) {
+          // Large: received into a pooled buffer rather than gathered from chunks (framing.ts).
+          rx.consume(Size.REQUEST);
+          const buf = this.buffers.take(length);
+          this.pooledPayloads.add(buf);
+          rx.expect(buf);
+          this.arriving = { flags, handleHi, handleLo, offset };
+          continue;
+        }
         if (rx.length < Size.REQUEST + length) return Consumed.MORE;
         rx.consume(Size.REQUEST);
         if (length > 0) payload = rx.take(length);
@@ -164,11 +187,13 @@ export class Transmission {
 
   private start(cmd: number, flags: number, handleHi: number, handleLo: number, offset: number, length: number, payload: Buffer): void {
     if (this.shuttingDown) {
+      this.release(payload);
       this.fail(handleHi, handleLo, NbdErrno.ESHUTDOWN, 'the server is shutting down');
       return;
     }
     const error = this.validate(cmd, flags, offset, length);
     if (error !== 0) {
+      this.release(payload);
       this.fail(handleHi, handleLo, error, `${commandName(cmd)}: ${this.why}`);
       return;
     }
@@ -180,6 +205,11 @@ export class Transmission {
     this.inflight++;
     this.inflightBytes += cost;
     void this.run(cmd, flags, handleHi, handleLo, offset, length, payload, cost);
+  }
+
+  /** A WRITE payload is done with: a pooled one goes back to the pool. */
+  private release(payload: Buffer): void {
+    if (payload.length >= BufferPool.MIN_POOLED && this.pooledPayloads.delete(payload)) this.buffers.give(payload);
   }
 
   /** The one checked place: 0 when the request may go to the device, else the NBD error. */
@@ -268,6 +298,7 @@ export class Transmission {
     } catch (err) {
       this.fail(handleHi, handleLo, nbdErrno(err, cmd, flags), `${commandName(cmd)}: ${errorMessage(err)}`);
     } finally {
+      this.release(payload);
       this.inflight--;
       this.inflightBytes -= cost;
       this.host.settled();

@@ -3,7 +3,7 @@
  * cut the stream, and nothing is kept beyond what was pushed.
  */
 import { describe, expect, test } from 'vitest';
-import { ReceiveBuffer } from '../../src/nbd/framing.js';
+import { OWN_CHUNK, ReceiveBuffer } from '../../src/nbd/framing.js';
 
 /** Frames of [u32 length][length bytes], as a stream. */
 function stream(lengths: number[]): { bytes: Buffer; frames: Buffer[] } {
@@ -78,4 +78,114 @@ describe('ReceiveBuffer', () => {
     expect(rx.contiguous(4)).toBe(false);
     expect(rx.length).toBe(3);
   });
+
+  test('an expected payload is filled from what is here and from chunks pushed later, the rest stays a frame', () => {
+    const payload = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 13) & 0xff));
+    const stream = Buffer.concat([payload, Buffer.from([0, 0, 0, 2, 7, 8])]);
+    for (let cut = 0; cut <= stream.length; cut++) {
+      const rx = new ReceiveBuffer();
+      rx.push(stream.subarray(0, cut));
+      const into = Buffer.alloc(payload.length);
+      rx.expect(into);
+      const early = rx.filled();
+      expect(early !== undefined).toBe(cut >= payload.length);
+      rx.push(stream.subarray(cut));
+      expect(early ?? rx.filled()).toBe(into);
+      expect(into.equals(payload)).toBe(true);
+      const out: Buffer[] = [];
+      drain(rx, out);
+      expect(out).toEqual([Buffer.from([7, 8])]);
+      expect(rx.length).toBe(0);
+    }
+  });
+
+  /**
+   * Reading into own memory, the way own-reads.ts drives it: each read fills at most what
+   * readBuffer() offered. Small payloads are kept as the views take() returns (as a WRITE in
+   * flight keeps its payload), large ones arrive through expect(); every byte kept must still be
+   * right once the whole stream has gone through the chunks.
+   */
+  test('reads into own memory never overwrite a payload still in use, and reuse a chunk nothing refers to', () => {
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return Math.floor((seed / 2 ** 31) * n);
+    };
+    const lengths = Array.from({ length: 400 }, (_, i) => (i % 9 === 0 ? 128 * 1024 + rand(300_000) : 1 + rand(5000)));
+    const { bytes: all, frames: want } = streamOf(lengths);
+    const rx = new ReceiveBuffer();
+    const kept: Buffer[] = [];
+    let pendingLarge: number | undefined;
+    const chunks = new Set<ArrayBufferLike>();
+    const parse = (): void => {
+      for (;;) {
+        if (pendingLarge !== undefined) {
+          const got = rx.filled();
+          if (!got) return;
+          kept.push(got);
+          pendingLarge = undefined;
+        }
+        if (!rx.contiguous(4)) return;
+        const n = rx.view.readUInt32BE(rx.at);
+        if (n >= 128 * 1024) {
+          rx.consume(4);
+          rx.expect(Buffer.alloc(n));
+          pendingLarge = n;
+          continue;
+        }
+        if (rx.length < 4 + n) return;
+        rx.consume(4);
+        kept.push(rx.take(n));
+      }
+    };
+    let at = 0;
+    while (at < all.length) {
+      const into = rx.readBuffer();
+      if (into.length < 1) throw new Error('readBuffer offered no room');
+      chunks.add(into.buffer);
+      const n = Math.min(into.length, all.length - at, 1 + rand(90_000));
+      all.copy(into, 0, at, at + n);
+      at += n;
+      rx.received(n);
+      parse();
+    }
+    expect(kept.length).toBe(want.length);
+    const wrong = kept.findIndex((k, i) => !k.equals(want[i]));
+    expect(wrong).toBe(-1);
+    // Far fewer chunks than reads: a chunk is filled again once nothing refers to it.
+    expect(chunks.size).toBeLessThan(all.length / OWN_CHUNK + 300);
+  });
+
+  test('a chunk is filled again from its start once what it received is consumed and not kept', () => {
+    const rx = new ReceiveBuffer();
+    const first = rx.readBuffer();
+    Buffer.from([0, 0, 0, 1, 9]).copy(first);
+    rx.received(5);
+    expect(rx.contiguous(5)).toBe(true);
+    rx.consume(5);
+    const second = rx.readBuffer();
+    expect(second.buffer).toBe(first.buffer);
+    expect(second.byteOffset).toBe(first.byteOffset);
+    // A view handed out keeps its bytes: the next read goes after them.
+    Buffer.from([0, 0, 0, 1, 8]).copy(second);
+    rx.received(5);
+    rx.consume(4);
+    const view = rx.take(1);
+    const third = rx.readBuffer();
+    expect(third.byteOffset).toBeGreaterThan(view.byteOffset);
+    expect(view[0]).toBe(8);
+  });
 });
+
+/** Frames of [u32 length][length bytes] for any lengths (stream() above takes short ones). */
+function streamOf(lengths: number[]): { bytes: Buffer; frames: Buffer[] } {
+  const frames = lengths.map((n, i) => Buffer.alloc(n, (i * 31 + 1) & 0xff));
+  const bytes = Buffer.concat(
+    frames.flatMap((f) => {
+      const h = Buffer.alloc(4);
+      h.writeUInt32BE(f.length);
+      return [h, f];
+    }),
+  );
+  return { bytes, frames };
+}
