@@ -31,6 +31,7 @@ import { readFile } from 'node:fs/promises';
  * @property {number} size  bytes of the export; the pass ranges over [offset, size)
  * @property {number} [offset]  where the pass starts (default 0)
  * @property {number} [seed]  fio's randseed: another seed, other random offsets (default fio's own)
+ * @property {number} [settleMs]  a measured pass waits this long first, every tool alike (jobs.mjs SETTLE_MS)
  */
 
 /**

@@ -181,6 +181,7 @@ export async function measure(runDir, name, fresh, job, warmup, waitIdle, shared
  */
 async function measuredPass(server, pass, jobDir, waitIdle, shared) {
   if (waitIdle > 0) await waitForIdle(waitIdle);
+  if (pass.settleMs) await new Promise((r) => setTimeout(r, pass.settleMs));
   warmPageCache(shared);
   const before = sampleCpu(server.pid);
   const cpuBefore = cpuSeconds(server.pid);
