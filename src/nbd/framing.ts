@@ -18,13 +18,15 @@
  * copy, no fresh memory. Otherwise (TLS, or a Node without that hook) each pushed chunk is copied
  * into it.
  *
- * Reading into our own memory: `readBuffer()` gives the socket the free tail of a 256 KiB chunk,
+ * Reading into our own memory: `readBuffer()` gives the socket the free tail of a 64 KiB chunk,
  * `received(n)` takes what arrived in it. Once everything received has been consumed and no view
  * of the chunk was handed out, the chunk is filled again from its start; a chunk of which views
  * were handed out (small WRITE payloads) is left to them and a new one is allocated when it is
  * full. Why: Node's own reads allocate a fresh 64 KiB buffer per read, and V8 answers that much
  * external memory with a full garbage collection per 64 MiB received (about thirty a second at
- * 2 GB/s of writes; docs/PERFORMANCE.md).
+ * 2 GB/s of writes; docs/PERFORMANCE.md). Why 64 KiB: malloc serves a chunk that size from memory
+ * it has used before; 256 KiB chunks were new pages each (mmap), and 4 KiB writes at QD16, whose
+ * payloads are views that keep a chunk from being refilled, ran 25% slower for it.
  *
  * What this module never does is allocate what a length field claims: callers check every length
  * against their own limit before asking for the bytes, and `skip` discards bytes without keeping
@@ -34,9 +36,9 @@
 const EMPTY: Buffer = Buffer.alloc(0);
 
 /** The chunks socket reads land in, when the connection reads into our own memory. */
-export const OWN_CHUNK = 256 * 1024;
+const OWN_CHUNK = 64 * 1024;
 /** A chunk with less room than this left is not offered to the socket: a new one is. */
-const MIN_READ = 64 * 1024;
+const MIN_READ = 16 * 1024;
 
 export class ReceiveBuffer {
   /** Unread bytes, across all chunks. */
