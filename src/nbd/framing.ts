@@ -18,15 +18,17 @@
  * copy, no fresh memory. Otherwise (TLS, or a Node without that hook) each pushed chunk is copied
  * into it.
  *
- * Reading into our own memory: `readBuffer()` gives the socket the free tail of a 64 KiB chunk,
- * `received(n)` takes what arrived in it. Once everything received has been consumed and no view
- * of the chunk was handed out, the chunk is filled again from its start; a chunk of which views
- * were handed out (small WRITE payloads) is left to them and a new one is allocated when it is
- * full. Why: Node's own reads allocate a fresh 64 KiB buffer per read, and V8 answers that much
+ * Reading into our own memory: `readBuffer()` gives the socket a 64 KiB chunk, `received(n)`
+ * takes what arrived in it. When everything received has been consumed and no view of the chunk
+ * was handed out, the next read lands in the same chunk; otherwise (a partial frame is waiting, or
+ * a small WRITE payload is a view of it) in a new one, as each of Node's own reads does. A read is
+ * always offered a whole chunk: offered only the tail of one, a client's last bytes took one more
+ * read, and the replies sent in between could meet a client already gone (EPIPE) before those
+ * bytes were read. Why: Node's own reads allocate a fresh 64 KiB buffer per read, and V8 answers that much
  * external memory with a full garbage collection per 64 MiB received (about thirty a second at
  * 2 GB/s of writes; docs/PERFORMANCE.md). Why 64 KiB: malloc serves a chunk that size from memory
  * it has used before; 256 KiB chunks were new pages each (mmap), and 4 KiB writes at QD16, whose
- * payloads are views that keep a chunk from being refilled, ran 25% slower for it.
+ * payloads are views that keep a chunk from serving again, ran 25% slower for it.
  *
  * What this module never does is allocate what a length field claims: callers check every length
  * against their own limit before asking for the bytes, and `skip` discards bytes without keeping
@@ -35,10 +37,8 @@
 
 const EMPTY: Buffer = Buffer.alloc(0);
 
-/** The chunks socket reads land in, when the connection reads into our own memory. */
+/** The chunk each socket read lands in, when the connection reads into our own memory. */
 const OWN_CHUNK = 64 * 1024;
-/** A chunk with less room than this left is not offered to the socket: a new one is. */
-const MIN_READ = 16 * 1024;
 
 export class ReceiveBuffer {
   /** Unread bytes, across all chunks. */
@@ -56,10 +56,9 @@ export class ReceiveBuffer {
   private sink: Buffer | undefined;
   private sinkFilled = 0;
 
-  /** The chunk socket reads land in (own reads), and how much of it is taken. */
+  /** The chunk the last socket read landed in (own reads). */
   private own: Buffer = EMPTY;
-  private ownEnd = 0;
-  /** A view into `own` was handed out by `take`: its bytes must not be written again. */
+  /** A view into a chunk was handed out by `take` since `own` was allocated: `own` must not be written again. */
   private lent = false;
   /** What `readBuffer` handed out last: the sink's free part (true) or `own`'s (false). */
   private handedSink = false;
@@ -111,14 +110,12 @@ export class ReceiveBuffer {
       return this.sink.subarray(this.sinkFilled);
     }
     this.handedSink = false;
-    // Everything received is consumed and nothing of it is in use: fill the chunk from the start.
-    if (this.length === 0 && !this.lent) this.ownEnd = 0;
-    if (this.own.length - this.ownEnd < MIN_READ) {
+    // The last chunk serves again when everything received is consumed and nothing of it is in use.
+    if (this.length > 0 || this.lent || this.own.length === 0) {
       this.own = Buffer.allocUnsafeSlow(OWN_CHUNK);
-      this.ownEnd = 0;
       this.lent = false;
     }
-    return this.own.subarray(this.ownEnd);
+    return this.own;
   }
 
   /** `n` bytes arrived in the memory `readBuffer` returned last. */
@@ -128,9 +125,7 @@ export class ReceiveBuffer {
       if (this.sink !== undefined) this.sinkFilled += n;
       return;
     }
-    const chunk = this.own.subarray(this.ownEnd, this.ownEnd + n);
-    this.ownEnd += n;
-    this.push(chunk);
+    this.push(this.own.subarray(0, n));
   }
 
   /**

@@ -152,7 +152,7 @@ describe('ReceiveBuffer', () => {
     expect(wrong).toBe(-1);
   });
 
-  test('a chunk is filled again from its start once what it received is consumed and not kept', () => {
+  test('a chunk serves the next read once what it received is consumed and not kept, else a new one does', () => {
     const rx = new ReceiveBuffer();
     const first = rx.readBuffer();
     Buffer.from([0, 0, 0, 1, 9]).copy(first);
@@ -160,16 +160,26 @@ describe('ReceiveBuffer', () => {
     expect(rx.contiguous(5)).toBe(true);
     rx.consume(5);
     const second = rx.readBuffer();
-    expect(second.buffer).toBe(first.buffer);
-    expect(second.byteOffset).toBe(first.byteOffset);
-    // A view handed out keeps its bytes: the next read goes after them.
+    expect(second).toBe(first);
+    // A view handed out keeps its bytes: the next read lands elsewhere.
     Buffer.from([0, 0, 0, 1, 8]).copy(second);
     rx.received(5);
     rx.consume(4);
     const view = rx.take(1);
     const third = rx.readBuffer();
-    expect(third.byteOffset).toBeGreaterThan(view.byteOffset);
+    expect(third.buffer).not.toBe(view.buffer);
+    third.fill(0xff);
     expect(view[0]).toBe(8);
+    // So does a partial frame still waiting for its rest.
+    Buffer.from([0, 0, 0, 4, 1]).copy(third);
+    rx.received(5);
+    expect(rx.contiguous(8)).toBe(false);
+    const fourth = rx.readBuffer();
+    expect(fourth.buffer).not.toBe(third.buffer);
+    Buffer.from([2, 3, 4]).copy(fourth);
+    rx.received(3);
+    expect(rx.contiguous(8)).toBe(true);
+    expect(Buffer.from(rx.view.subarray(rx.at, rx.at + 8))).toEqual(Buffer.from([0, 0, 0, 4, 1, 2, 3, 4]));
   });
 });
 
