@@ -21,14 +21,14 @@
  * Reading into our own memory: `readBuffer()` gives the socket a 64 KiB chunk, `received(n)`
  * takes what arrived in it. When everything received has been consumed and no view of the chunk
  * was handed out, the next read lands in the same chunk; otherwise (a partial frame is waiting, or
- * a small WRITE payload is a view of it) in a new one, as each of Node's own reads does. A read is
- * always offered a whole chunk: offered only the tail of one, a client's last bytes took one more
- * read, and the replies sent in between could meet a client already gone (EPIPE) before those
- * bytes were read. Why: Node's own reads allocate a fresh 64 KiB buffer per read, and V8 answers that much
- * external memory with a full garbage collection per 64 MiB received (about thirty a second at
- * 2 GB/s of writes; docs/PERFORMANCE.md). Why 64 KiB: malloc serves a chunk that size from memory
- * it has used before; 256 KiB chunks were new pages each (mmap), and 4 KiB writes at QD16, whose
- * payloads are views that keep a chunk from serving again, ran 25% slower for it.
+ * a small WRITE payload is a view of it) in a new one, as each of Node's own reads does. Why: Node
+ * allocates a fresh 64 KiB buffer per read, and V8 answers that much external memory with a full
+ * garbage collection per 64 MiB received (about thirty a second at 2 GB/s of writes;
+ * docs/PERFORMANCE.md). Why 64 KiB: malloc serves a chunk that size from memory it has used
+ * before; 256 KiB chunks were new pages each (mmap), and 4 KiB writes at QD16, whose payloads are
+ * views that keep a chunk from serving again, ran 25% slower for it. Why a whole chunk each time:
+ * offered only the tail of one, a client's last bytes took one more read, and the replies sent in
+ * between could meet a client already gone (EPIPE) before those bytes were read.
  *
  * What this module never does is allocate what a length field claims: callers check every length
  * against their own limit before asking for the bytes, and `skip` discards bytes without keeping
@@ -101,11 +101,12 @@ export class ReceiveBuffer {
 
   /**
    * Memory for the socket's next read (reading into our own memory, own-reads.ts): the free part
-   * of the expected buffer while one is filling, else of the current chunk. `received(n)` must
+   * of the expected buffer while one is filling, else a chunk. `received(n)` must
    * follow with what arrived in it, before this is called again.
    */
   readBuffer(): Buffer {
-    if (this.sink !== undefined) {
+    // (A full sink waits for `filled()`; bytes after it go to a chunk.)
+    if (this.sink !== undefined && this.sinkFilled < this.sink.length) {
       this.handedSink = true;
       return this.sink.subarray(this.sinkFilled);
     }

@@ -16,8 +16,8 @@
  * Headers are read in place from the receive buffer; the only per-request allocations are the
  * request's promise (none for a READ answered at once), the read buffer a READ must fill (carved
  * from a shared arena when small, see buffer-pool.ts), and a small WRITE payload that arrived
- * split across socket chunks. A WRITE of 128 KiB or more is received into a pooled buffer, which
- * goes back to the pool once the write is done (framing.ts `expect`).
+ * split across socket chunks. A WRITE of 128 KiB to 4 MiB is received into a pooled buffer,
+ * which goes back to the pool once the write is done (framing.ts `expect`).
  *
  * Validation follows the spec's error rules: unknown commands and flags, a flag on a command it
  * does not apply to, lengths over the maximum, misalignment (for clients that agreed to the
@@ -76,6 +76,13 @@ const CACHE_PIECE = 1024 * 1024;
 const KNOWN_FLAGS = CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.DF | CmdFlag.REQ_ONE | CmdFlag.FAST_ZERO;
 const FUA: WriteOptions = { fua: true };
 const EMPTY: Buffer = Buffer.alloc(0);
+/**
+ * The largest WRITE payload received into a buffer taken when its header arrives (framing.ts
+ * `expect`); a longer one (up to Limit.MAX_BLOCK) is kept as its bytes come, as before. The buffer
+ * is taken on the header's word, so this bounds what a header alone can make the server set aside
+ * per connection; clients write 1-2 MiB at most by default (qemu-img, nbdcopy, the kernel).
+ */
+const EXPECT_MAX = 4 * 1024 * 1024;
 
 export class Transmission {
   /** Requests started and not yet answered. */
@@ -165,7 +172,7 @@ export class Transmission {
           this.fail(handleHi, handleLo, NbdErrno.EINVAL, `write of ${length} bytes is over the maximum of ${Limit.MAX_BLOCK}`);
           continue;
         }
-        if (length >= BufferPool.MIN_POOLED) {
+        if (length >= BufferPool.MIN_POOLED && length <= EXPECT_MAX) {
           // Large: received into a pooled buffer rather than gathered from chunks (framing.ts).
           rx.consume(Size.REQUEST);
           const buf = this.buffers.take(length);

@@ -99,6 +99,25 @@ describe('ReceiveBuffer', () => {
     }
   });
 
+  test('a read after an expected buffer filled up lands in a chunk, and its bytes stay in the stream', () => {
+    const rx = new ReceiveBuffer();
+    const into = Buffer.alloc(4);
+    rx.expect(into);
+    const first = rx.readBuffer();
+    expect(first.length).toBe(4);
+    Buffer.from([1, 2, 3, 4]).copy(first);
+    rx.received(4);
+    const next = rx.readBuffer();
+    expect(next.length).toBeGreaterThan(0);
+    Buffer.from([0, 0, 0, 1, 5]).copy(next);
+    rx.received(5);
+    expect(rx.filled()).toBe(into);
+    expect(into).toEqual(Buffer.from([1, 2, 3, 4]));
+    const out: Buffer[] = [];
+    drain(rx, out);
+    expect(out).toEqual([Buffer.from([5])]);
+  });
+
   /**
    * Reading into own memory, the way own-reads.ts drives it: each read fills at most what
    * readBuffer() offered. Small payloads are kept as the views take() returns (as a WRITE in
