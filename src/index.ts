@@ -45,7 +45,7 @@ export type { HistogramBucket, LatencySummary } from './bench/latency.js';
 export { renderCdfSvg } from './bench/cdf-plot.js';
 export { warmUpRequestPath } from './bench/warm-up.js';
 export type { BlockFile, FileSystem } from './io/file.js';
-export { RealFileSystem, realFileSystem } from './io/real-file.js';
+export { RealFileSystem, realFileSystem, servingFileSystem } from './io/real-file.js';
 export { MemoryFileSystem } from './io/memory-file.js';
 
 // Every image this library opens may have lazily cloned layers beneath it, fetched from their

@@ -36,6 +36,7 @@ import { defaultSubBlocks } from '../format/constants.js';
 import { cloneImage, createImage } from '../ops/create.js';
 import { describeImage, type ImageDescription } from '../ops/info.js';
 import { openImage, type ImageKind } from '../image/open.js';
+import { servingFileSystem } from '../io/real-file.js';
 import { NbdClient } from './nbd-client.js';
 import { summarize, type LatencySummary } from './latency.js';
 import { startServerProcess, type ServerProcess } from './server-process.js';
@@ -130,7 +131,7 @@ export async function runBench(image: string, options: BenchOptions): Promise<Be
     const clone = await makeClone(source, clonePath, options.subBlocks);
     const plan = planWrites({ size: clone.virtualSize, blockSize: clone.blockSize, subBlockSize: clone.subBlockSize }, options.ioSize, options.count);
     if (options.engine) {
-      target = (await openImage(clonePath)).device;
+      target = (await openImage(clonePath, { fs: servingFileSystem })).device;
     } else {
       server = await startServerProcess(clonePath, socket);
       target = await NbdClient.connect(socket);

@@ -16,6 +16,7 @@
  */
 import { openImage } from '../image/open.js';
 import { useRangeSources } from '../image/range-source.js';
+import { servingFileSystem } from '../io/real-file.js';
 import { NbdServer } from '../nbd/index.js';
 import { registryRangeSources } from '../ops/remote-source.js';
 
@@ -23,7 +24,7 @@ import { registryRangeSources } from '../ops/remote-source.js';
 useRangeSources(registryRangeSources);
 
 async function main(imagePath: string, socket: string): Promise<void> {
-  const image = await openImage(imagePath);
+  const image = await openImage(imagePath, { fs: servingFileSystem });
   const server = new NbdServer({ exports: [{ name: 'bench', device: image.device }] });
   let stopping: Promise<void> | undefined;
   const stop = (): void => {

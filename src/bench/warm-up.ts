@@ -26,6 +26,7 @@ import * as path from 'node:path';
 import { debuglog } from 'node:util';
 import { cloneImage } from '../ops/create.js';
 import { openImage } from '../image/open.js';
+import { servingFileSystem } from '../io/real-file.js';
 import { NbdServer } from '../nbd/index.js';
 import { NbdClient } from './nbd-client.js';
 
@@ -85,7 +86,7 @@ async function warmUp(options: WarmUpOptions): Promise<void> {
 }
 
 async function serveAndDrive(image: string, socket: string, pollMicros: number | undefined, deadline: number): Promise<void> {
-  const server = new NbdServer({ exports: [{ name: '', device: (await openImage(image)).device }], pollMicros });
+  const server = new NbdServer({ exports: [{ name: '', device: (await openImage(image, { fs: servingFileSystem })).device }], pollMicros });
   try {
     await server.listen({ socket });
     const client = await NbdClient.connect(socket);

@@ -20,7 +20,7 @@ import { rename, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Option, type Command } from 'commander';
-import { attach, CowdiskError, ErrorCode, ioError, isCowdiskError, openImage, parseDevice, warmUpRequestPath, type Attachment } from '../index.js';
+import { attach, CowdiskError, ErrorCode, ioError, isCowdiskError, openImage, parseDevice, servingFileSystem, warmUpRequestPath, type Attachment } from '../index.js';
 import { formatOption, type FormatCliValue } from './format-option.js';
 import { printDevices } from './devices.js';
 import { parseCount } from './size.js';
@@ -156,7 +156,7 @@ async function attachDevice(request: AttachRequest): Promise<{ attachment: Attac
     image: request.image,
     openExport: async () => ({
       name: '',
-      device: (await openImage(request.image, { readOnly: request.readOnly, sharedLock: request.readOnly, format: request.format })).device,
+      device: (await openImage(request.image, { fs: servingFileSystem, readOnly: request.readOnly, sharedLock: request.readOnly, format: request.format })).device,
       readOnly: request.readOnly,
     }),
     device: request.index,

@@ -22,7 +22,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
-import { CowdiskError, DEFAULT_POLL_US, ErrorCode, loadTlsCredentials, NbdServer, openImage, prefetch, warmUpRequestPath, type Image, type ListenOptions, type Prefetch, type TlsCredentials, type TlsMode } from '../index.js';
+import { CowdiskError, DEFAULT_POLL_US, ErrorCode, loadTlsCredentials, NbdServer, openImage, prefetch, servingFileSystem, warmUpRequestPath, type Image, type ListenOptions, type Prefetch, type TlsCredentials, type TlsMode } from '../index.js';
 import { formatOption, type FormatCliValue } from './format-option.js';
 import { count } from './output.js';
 import { formatSize, parseCount, sizeOption } from './size.js';
@@ -186,7 +186,7 @@ interface ServeSettings {
 async function serve(exportArgs: ExportArg[], listen: ListenOptions, { readOnly, maxConnections, pollMicros, handshakeTimeout, tls, format, prefetchRate }: ServeSettings): Promise<void> {
   const images: Image[] = [];
   try {
-    for (const e of exportArgs) images.push(await openImage(e.file, { readOnly, sharedLock: readOnly, format }));
+    for (const e of exportArgs) images.push(await openImage(e.file, { fs: servingFileSystem, readOnly, sharedLock: readOnly, format }));
   } catch (err) {
     await Promise.allSettled(images.map((i) => i.close()));
     throw err;

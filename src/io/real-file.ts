@@ -7,8 +7,9 @@
  * page cache cannot answer would stall every connection while the device works, so reads first
  * ask for cached bytes only (preadv2 with RWF_NOWAIT, through the addon) and send just the rest
  * to the thread pool; so do large reads (POOL_READ_MIN), whose copy is worth a second core.
- * Writes land in the page cache and do not wait on the device; large ones (POOL_WRITE_MIN) go to
- * the thread pool too, where two of them copy into the page cache on two cores. Anything that
+ * Writes land in the page cache and do not wait on the device; a server's large ones (`io:
+ * 'serve'`, POOL_WRITE_MIN) go to the thread pool too, where two of them copy into the page cache
+ * on two cores. Anything that
  * may block for long (fdatasync, fsync of a directory) goes to the thread pool. `io: 'async'`
  * sends every read and write to the pool.
  */
@@ -25,7 +26,12 @@ const fstat = promisify(fs.fstat);
 const readAsync = promisify(fs.read);
 const writeAsync = promisify(fs.write);
 
-export type IoMode = 'sync' | 'async';
+/**
+ * 'sync': reads and writes on the event loop, but for large reads (POOL_READ_MIN). 'serve': the
+ * same, and large writes (POOL_WRITE_MIN) on the thread pool too, for a server, whose requests
+ * overlap. 'async': everything on the pool.
+ */
+export type IoMode = 'sync' | 'serve' | 'async';
 
 /**
  * Reads of at least this many bytes go to the thread pool even when the page cache holds them:
@@ -42,6 +48,9 @@ const POOL_READ_MIN = 256 * 1024;
  * on the event loop that copy stops the connection's reads, on the pool two copies run at once.
  * Measured with 1 MiB writes at QD4 into a fresh clone, every tool writing into reported memory:
  * 369-455 MiB/s on the event loop, 495-507 on the pool (nbdkit's cow filter, threaded: 421-445).
+ * Only for a server ('serve'): an import writes one stream, with nothing to overlap, while its
+ * compression jobs fill the pool, and ran 8% slower with its writes there (587-626 against
+ * 544-550 MiB/s, three pairs).
  */
 const POOL_WRITE_MIN = 256 * 1024;
 
@@ -70,7 +79,7 @@ export class RealFile implements BlockFile {
   async read(buf: Buffer, pos: number): Promise<number> {
     let done = 0;
     try {
-      if (this.io === 'sync' && buf.length < POOL_READ_MIN) done = this.readHot(buf, pos);
+      if (this.io !== 'async' && buf.length < POOL_READ_MIN) done = this.readHot(buf, pos);
       while (done < buf.length) {
         const n = (await readAsync(this.fd, buf, done, buf.length - done, pos + done)).bytesRead;
         if (n === 0) break;
@@ -83,7 +92,7 @@ export class RealFile implements BlockFile {
   }
 
   readNow(buf: Buffer, pos: number): boolean {
-    if (this.closed || this.io !== 'sync' || buf.length >= POOL_READ_MIN || !this.nowait) return false;
+    if (this.closed || this.io === 'async' || buf.length >= POOL_READ_MIN || !this.nowait) return false;
     try {
       return this.readHot(buf, pos) === buf.length;
     } catch {
@@ -118,7 +127,7 @@ export class RealFile implements BlockFile {
     try {
       while (done < buf.length) {
         done +=
-          this.io === 'sync' && buf.length < POOL_WRITE_MIN
+          this.io === 'sync' || (this.io === 'serve' && buf.length < POOL_WRITE_MIN)
             ? fs.writeSync(this.fd, buf, done, buf.length - done, pos + done)
             : (await writeAsync(this.fd, buf, done, buf.length - done, pos + done)).bytesWritten;
       }
@@ -297,6 +306,9 @@ export class RealFileSystem implements FileSystem {
 
 /** The file system cowdisk uses unless a test hands it another. */
 export const realFileSystem: FileSystem = new RealFileSystem();
+
+/** The file system images are served from (serve, attach, bench's server): large writes on the pool. */
+export const servingFileSystem: FileSystem = new RealFileSystem('serve');
 
 /**
  * The file system an operation works on: the one its options name (a test's memory file system,

@@ -22,7 +22,7 @@ afterEach(() => {
   fsp.rmSync(dir, { recursive: true, force: true });
 });
 
-for (const io of ['sync', 'async'] as const) {
+for (const io of ['sync', 'serve', 'async'] as const) {
   describe(`io '${io}'`, () => {
     const fs = new RealFileSystem(io);
 
@@ -178,5 +178,25 @@ describe('readNow (the server\'s synchronous read path)', () => {
     const a = await new RealFileSystem('async').open(path.join(dir, 'now'));
     expect(a.readNow(buf, 0)).toBe(false);
     await a.close();
+  });
+});
+
+describe("io 'serve' (a server's files)", () => {
+  /** Whether a setImmediate callback queued as the write starts runs before the write is done. */
+  async function loopRanDuringWrite(io: 'sync' | 'serve', length: number): Promise<boolean> {
+    const f = await new RealFileSystem(io).create(path.join(dir, `${io}-${length}`));
+    let ran = false;
+    setImmediate(() => (ran = true));
+    await f.write(Buffer.alloc(length, 1), 0);
+    const during = ran;
+    await f.close();
+    return during;
+  }
+
+  test('a write of 256 KiB or more goes to the thread pool, the event loop running meanwhile; smaller ones and sync mode stay on it', async () => {
+    expect(await loopRanDuringWrite('serve', 1024 * 1024)).toBe(true);
+    expect(await loopRanDuringWrite('serve', 256 * 1024)).toBe(true);
+    expect(await loopRanDuringWrite('serve', 256 * 1024 - 4096)).toBe(false);
+    expect(await loopRanDuringWrite('sync', 1024 * 1024)).toBe(false);
   });
 });
