@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { ReceiveBuffer } from '../../src/nbd/framing.js';
+import { Random } from '../helpers/engine-chain.js';
 
 /** Frames of [u32 length][length bytes], as a stream. */
 function stream(lengths: number[]): { bytes: Buffer; frames: Buffer[] } {
@@ -125,11 +126,8 @@ describe('ReceiveBuffer', () => {
    * right once the whole stream has gone through the chunks.
    */
   test('reads into own memory never overwrite a payload still in use', () => {
-    let seed = 7;
-    const rand = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return Math.floor((seed / 2 ** 31) * n);
-    };
+    const rng = new Random(7);
+    const rand = (n: number): number => rng.below(n);
     const lengths = Array.from({ length: 400 }, (_, i) => (i % 9 === 0 ? 128 * 1024 + rand(300_000) : 1 + rand(5000)));
     const { bytes: all, frames: want } = streamOf(lengths);
     const rx = new ReceiveBuffer();

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { pattern, Random } from '../helpers/engine-chain.js';
 import { MemoryDevice } from '../helpers/nbd-memory-device.js';
 import { startServer, type TestServer } from '../helpers/nbd-server.js';
 import { CMD, encode, negotiate } from '../helpers/nbd-wire.js';
@@ -18,17 +19,8 @@ beforeAll(async () => {
 });
 afterAll(() => srv.close());
 
-function pattern(length: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(length);
-  let x = seed | 1;
-  for (let i = 0; i < length; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b.writeInt32LE(x | 0, i);
-  }
-  return b;
-}
+/** `length` random bytes, different for each k (pattern's seeds that are multiples of 3 give random bytes). */
+const randomBytes = (length: number, k: number): Buffer => pattern(3 * k, length);
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const pauseBriefly = (): Promise<void> => new Promise((r) => setTimeout(r, 1));
@@ -44,22 +36,19 @@ test('a plain connection in transmission reads into the server\'s own buffers on
 
 test('writes of every size (over 4 MiB kept as they come, not expected), sent in pieces cut anywhere, arrive intact and in order', async () => {
   const { client } = await negotiate(srv.socket);
-  let seed = 99;
-  const rand = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return Math.floor((seed / 2 ** 31) * n);
-  };
+  const rng = new Random(99);
+  const rand = (n: number): number => rng.below(n);
   const sizes = [4096, 128 * 1024, 1024 * 1024, 512, 128 * 1024 - 512, 300 * 1024, 4 * 1024 * 1024, 64 * 1024, 2 * 1024 * 1024 + 512, 5 * 1024 * 1024];
   const writes: { offset: number; data: Buffer }[] = [];
   let offset = 0;
   for (let round = 0; round < 3; round++) {
     for (const [i, n] of sizes.entries()) {
-      writes.push({ offset, data: pattern(n, round * 100 + i + 1) });
+      writes.push({ offset, data: randomBytes(n, round * 100 + i + 1) });
       offset += n + 4096;
     }
   }
   // Rewrites of earlier ranges, so that order matters.
-  writes.push({ offset: writes[2].offset, data: pattern(writes[2].data.length, 777) });
+  writes.push({ offset: writes[2].offset, data: randomBytes(writes[2].data.length, 777) });
   const stream = Buffer.concat(writes.map((w, i) => encode.request(CMD.WRITE, BigInt(i + 1), w.offset, w.data.length, 0, w.data)));
   for (let at = 0; at < stream.length; ) {
     const n = Math.min(stream.length - at, 1 + rand(rand(8) === 0 ? 16 : 200 * 1024));
@@ -83,7 +72,7 @@ test('writes of every size (over 4 MiB kept as they come, not expected), sent in
 
 test('a connection held at its limits by a client that does not read stops reading, and resumes exactly', async () => {
   const { client } = await negotiate(srv.socket);
-  const data = pattern(1024 * 1024, 5);
+  const data = randomBytes(1024 * 1024, 5);
   await client.write(encode.request(CMD.WRITE, 1n, 0, data.length, 0, data));
   expect((await client.simpleReply()).error).toBe(0);
   client.pause();
@@ -91,7 +80,7 @@ test('a connection held at its limits by a client that does not read stops readi
   const reads = 96;
   const requests = Buffer.concat(Array.from({ length: reads }, (_, i) => encode.request(CMD.READ, BigInt(10 + i), 0, data.length)));
   // ...while a large write and a read of it follow in the same stream.
-  const late = pattern(1024 * 1024, 6);
+  const late = randomBytes(1024 * 1024, 6);
   const tail = Buffer.concat([encode.request(CMD.WRITE, 500n, 8 * 1024 * 1024, late.length, 0, late), encode.request(CMD.READ, 501n, 8 * 1024 * 1024, late.length)]);
   client.socket.write(requests);
   client.socket.write(tail);
@@ -111,13 +100,13 @@ test('a connection held at its limits by a client that does not read stops readi
 
 test('a large write cut off halfway costs that connection only', async () => {
   const { client } = await negotiate(srv.socket);
-  const data = pattern(1024 * 1024, 8);
+  const data = randomBytes(1024 * 1024, 8);
   const whole = encode.request(CMD.WRITE, 1n, 48 * 1024 * 1024, data.length, 0, data);
   await client.write(whole.subarray(0, 28 + 300 * 1024));
   await pauseBriefly();
   client.socket.destroy();
   const other = await negotiate(srv.socket);
-  const small = pattern(4096, 9);
+  const small = randomBytes(4096, 9);
   await other.client.write(encode.request(CMD.WRITE, 2n, 0, small.length, 0, small));
   expect((await other.client.simpleReply()).error).toBe(0);
   expect((await other.client.readAt(3n, 0, small.length)).equals(small)).toBe(true);
@@ -128,7 +117,7 @@ test('a large write cut off halfway costs that connection only', async () => {
 
 test('bytes the kernel delivers one at a time through own reads still make whole requests', async () => {
   const { client } = await negotiate(srv.socket);
-  const data = pattern(200 * 1024, 11);
+  const data = randomBytes(200 * 1024, 11);
   const req = encode.request(CMD.WRITE, 7n, 32 * 1024 * 1024, data.length, 0, data);
   // Small writes with the socket's Nagle off come out as separate reads on the server.
   client.socket.setNoDelay(true);
